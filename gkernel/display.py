@@ -1,0 +1,68 @@
+"""Rich display from cells: ``display``, ``update_display``, ``clear_output``.
+
+These publish on the IOPub channel of the kernel whose cell is running the
+caller (see :mod:`gkernel.cells`), with that cell as parent, so they work from
+greenlets a cell spawned too. ``display`` is also put in every user namespace.
+"""
+
+from .cells import current_cell
+from .formatters import format_object
+
+__all__ = ["display", "update_display", "clear_output", "publish_display_data"]
+
+
+def _cell():
+    cell = current_cell()
+    if cell is None:
+        raise RuntimeError("gkernel.display: not called from a gkernel cell")
+    return cell
+
+
+def _flush_streams(kernel):
+    # Text printed before a display must appear before it.
+    for stream in kernel.streams.values():
+        stream.flush()
+
+
+def publish_display_data(data, metadata=None, transient=None, update=False):
+    """Publish a ready-made mime bundle as display_data (or update_display_data)."""
+    cell = _cell()
+    _flush_streams(cell.kernel)
+    content = {"data": data, "metadata": metadata or {}, "transient": transient or {}}
+    msg_type = "update_display_data" if update else "display_data"
+    cell.kernel.publisher.publish(msg_type, content, parent=cell.parent)
+
+
+def display(*objs, raw=False, include=None, exclude=None, metadata=None,
+            display_id=None, update=False, **kwargs):
+    """Show each object in the cell's output, as rich as its reprs allow.
+
+    With ``raw=True`` each object is already a mime bundle. ``display_id``
+    (a string, or True for a fresh one) lets a later ``update_display`` change
+    the output in place; the id is returned.
+    """
+    if display_id is True:
+        import uuid
+        display_id = uuid.uuid4().hex
+    transient = {"display_id": display_id} if display_id else None
+    for obj in objs:
+        if raw:
+            data, meta = obj, {}
+        else:
+            data, meta = format_object(obj, include=include, exclude=exclude)
+        if metadata:
+            meta = {**meta, **metadata}
+        publish_display_data(data, meta, transient=transient, update=update)
+    return display_id
+
+
+def update_display(obj, *, display_id, **kwargs):
+    """Replace the output shown under ``display_id`` with *obj*."""
+    display(obj, display_id=display_id, update=True, **kwargs)
+
+
+def clear_output(wait=False):
+    """Clear the cell's output now, or (``wait=True``) when new output arrives."""
+    cell = _cell()
+    _flush_streams(cell.kernel)
+    cell.kernel.publisher.publish("clear_output", {"wait": bool(wait)}, parent=cell.parent)

@@ -1,0 +1,64 @@
+"""The IOPub publisher: one greenlet owns the IOPub socket and sends everything.
+
+Any greenlet of the kernel calls :meth:`IOPubPublisher.publish`, which builds
+and signs the message and queues it without blocking; the publisher greenlet
+is the socket's only sender (``zmq.green`` allows one waiting greenlet per
+direction). One FIFO queue for all IOPub traffic is what keeps a cell's
+output ahead of its idle status.
+
+Greenlet affinity: ``publish`` and ``flush`` may be called from any greenlet
+of the hub's thread.
+"""
+
+import gevent
+from gevent.event import Event
+from gevent.queue import Queue
+
+__all__ = ["IOPubPublisher"]
+
+_STOP = object()
+
+
+class IOPubPublisher:
+    def __init__(self, session, socket, log):
+        self.session = session
+        self.socket = socket
+        self.log = log
+        self._queue = Queue()
+        self._idle = Event()
+        self._idle.set()
+        self._greenlet = None
+
+    def start(self):
+        self._greenlet = gevent.spawn(self._run)
+
+    def publish(self, msg_type, content, parent=None, topic=None, metadata=None):
+        """Queue one message for IOPub; returns at once with the message dict."""
+        msg = self.session.msg(msg_type, content, parent=parent or {}, metadata=metadata)
+        topic = topic or msg_type
+        self._idle.clear()
+        self._queue.put(self.session.serialize(msg, ident=topic.encode()))
+        return msg
+
+    def _run(self):
+        while True:
+            frames = self._queue.get()
+            if frames is _STOP:
+                break
+            try:
+                self.socket.send_multipart(frames, copy=False)
+            except Exception:  # a send failure must not kill the publisher
+                self.log.exception("IOPub send failed")
+            if not self._queue.qsize():
+                self._idle.set()
+        self._idle.set()
+
+    def flush(self, timeout=None):
+        """Wait until everything queued so far has been handed to zmq."""
+        return self._idle.wait(timeout)
+
+    def stop(self, timeout=2.0):
+        """Send what is queued, then end the greenlet."""
+        if self._greenlet is not None:
+            self._queue.put(_STOP)
+            self._greenlet.join(timeout)

@@ -1,0 +1,346 @@
+"""One Jupyter kernel: the protocol core over a bound :class:`~gkernel.transport.Transport`.
+
+Owns, per kernel: the channel reader greenlets, the dispatcher, the IOPub
+publisher, the output streams, the interpreter and its history, and the
+heartbeat. Nothing per-kernel lives in module globals, so a process may host
+many kernels; the host (``gkernel.kernelapp`` for one kernel per process)
+creates the transport and the Session, starts the kernel and waits on
+:attr:`Kernel.shutdown_event`.
+
+Life of a request: a reader greenlet receives the frames, the Session checks
+the HMAC signature and parses them, the dispatcher queues the request by
+priority, and :meth:`Kernel._serve` publishes ``busy``, runs the handler from
+the table below, flushes output, sends the reply and publishes ``idle``.
+A handler receives its content fields as keyword arguments, already checked
+against the fields it declared (:mod:`gkernel.messages`).
+"""
+
+import platform
+import sys
+import traceback
+import uuid
+
+import gevent
+from gevent.event import Event
+from traitlets import Float
+from traitlets.config import LoggingConfigurable
+
+from . import __version__
+from .cells import Cell, current_cell, spawn_in_cell
+from .dispatcher import CONTROL, SHELL, Dispatcher
+from .heartbeat import Heartbeat
+from .history import HistoryManager
+from .interpreter import Interpreter
+from .iopub import IOPubPublisher
+from .messages import InvalidRequest, field, parse_content
+from .outstream import KernelStream
+from .usage import UsageMeter
+
+__all__ = ["Kernel", "PROTOCOL_VERSION"]
+
+PROTOCOL_VERSION = "5.3"
+
+#: msg_type -> (method name, declared content fields)
+_HANDLERS = {}
+
+
+def handles(msg_type, **fields):
+    """Register the decorated method as the handler of *msg_type*."""
+    def register(method):
+        _HANDLERS[msg_type] = (method.__name__, fields)
+        return method
+    return register
+
+
+class Request:
+    """One received, authenticated request and what to do once it is answered."""
+
+    __slots__ = ("channel", "idents", "msg", "error", "after_reply")
+
+    def __init__(self, channel, idents, msg, error=None):
+        self.channel = channel
+        self.idents = idents
+        self.msg = msg
+        #: why the content could not be parsed, if it could not
+        self.error = error
+        self.after_reply = None
+
+    @property
+    def msg_type(self):
+        return self.msg["header"]["msg_type"]
+
+
+class Kernel(LoggingConfigurable):
+    """A Jupyter kernel for Python, served by greenlets of the current hub."""
+
+    stream_flush_interval = Float(
+        0.05, help="Seconds output may wait in a stream buffer before it is published."
+    ).tag(config=True)
+
+    def __init__(self, session, transport, kernel_id=None, **kwargs):
+        super().__init__(**kwargs)
+        self.id = kernel_id or str(uuid.uuid4())
+        self.session = session
+        self.transport = transport
+        self.publisher = IOPubPublisher(session, transport.iopub, self.log)
+        self.streams = {
+            name: KernelStream(self.publisher, name, self.stream_flush_interval)
+            for name in ("stdout", "stderr")
+        }
+        self.history = HistoryManager(parent=self)
+        self.interpreter = Interpreter(self.id, self._publish_result, self.history, parent=self)
+        self.dispatcher = Dispatcher(self._serve, self._spawn_request, self.log)
+        self.heartbeat = Heartbeat(transport.context, transport.hb)
+        self.usage = UsageMeter()
+        #: the most recent non-silent execute_request: owner of output from outside any cell
+        self.last_parent = None
+        #: set once a shutdown_request has been answered; the host then calls close()
+        self.shutdown_event = Event()
+        self.restart_requested = False
+        self._abort_remaining = 0
+        self._readers = []
+
+    # -- life cycle ----------------------------------------------------------
+
+    def start(self):
+        self.publisher.start()
+        self.dispatcher.start()
+        self.heartbeat.start()
+        for channel, priority in (("shell", SHELL), ("control", CONTROL)):
+            self._readers.append(gevent.spawn(self._read, channel, priority))
+        self.publisher.publish("status", {"execution_state": "starting"})
+
+    def close(self):
+        """Stop serving, deliver what is queued, close the sockets."""
+        for reader in self._readers:
+            reader.kill(block=False)
+        self.dispatcher.stop()
+        for stream in self.streams.values():
+            stream.flush()
+        self.publisher.flush(timeout=2.0)
+        self.publisher.stop()
+        self.heartbeat.stop()
+        self.transport.close()
+        self.history.close()
+
+    def interrupt(self):
+        """Raise KeyboardInterrupt in the running shell request, if any."""
+        glet = self.dispatcher.shell_greenlet
+        if glet is not None:
+            glet.kill(KeyboardInterrupt, block=False)
+
+    # -- receiving -----------------------------------------------------------
+
+    def _read(self, channel, priority):
+        """Owner greenlet of a ROUTER socket's receiving side."""
+        sock = getattr(self.transport, channel)
+        while True:
+            frames = sock.recv_multipart()
+            request = self._parse(channel, frames)
+            if request is not None:
+                self.dispatcher.put(priority, request)
+
+    def _parse(self, channel, frames):
+        """A Request, or None for a message that cannot be answered (logged)."""
+        try:
+            idents, msg_list = self.session.feed_identities(frames)
+        except ValueError:
+            self.log.warning("%s: dropped a message without the <IDS|MSG> delimiter (%d frames)",
+                             channel, len(frames))
+            return None
+        try:
+            # Checks the HMAC signature (and replays) before parsing anything.
+            msg = self.session.deserialize(msg_list, content=False)
+            msg["header"]["msg_type"]
+        except Exception as exc:
+            self.log.warning("%s: dropped an unauthenticated or malformed message: %s", channel, exc)
+            return None
+        try:
+            msg["content"] = self.session.unpack(msg["content"])
+        except Exception as exc:
+            msg["content"] = {}
+            return Request(channel, idents, msg, error=f"content is not valid JSON: {exc}")
+        return Request(channel, idents, msg)
+
+    # -- serving -------------------------------------------------------------
+
+    def _spawn_request(self, func, request):
+        # Each shell request roots its own spawn tree: see gkernel.cells.
+        return spawn_in_cell(Cell(self, request.msg), func, request)
+
+    def _serve(self, request):
+        msg, msg_type = request.msg, request.msg_type
+        self.publisher.publish("status", {"execution_state": "busy"}, parent=msg)
+        try:
+            if request.channel == "shell" and self._abort_remaining:
+                self._abort_remaining -= 1
+                if msg_type == "execute_request":
+                    self._reply(request, {"status": "aborted"})
+                    return
+            self._reply(request, self._answer(request))
+        finally:
+            for stream in self.streams.values():
+                stream.flush()
+            self.publisher.publish("status", {"execution_state": "idle"}, parent=msg)
+            if request.after_reply is not None:
+                request.after_reply()
+
+    def _answer(self, request):
+        """The reply content for *request*; None when no reply is possible."""
+        msg_type = request.msg_type
+        entry = _HANDLERS.get(msg_type)
+        try:
+            if request.error:
+                raise InvalidRequest(f"{msg_type}: {request.error}")
+            if entry is None:
+                self.log.warning("%s: unknown message type %r", request.channel, msg_type)
+                if not msg_type.endswith("_request"):
+                    return None
+                raise InvalidRequest(f"unknown message type {msg_type!r}")
+            method, fields = entry
+            kwargs = parse_content(msg_type, request.msg["content"], fields)
+            return getattr(self, method)(request, **kwargs)
+        except InvalidRequest as exc:
+            self.log.warning("%s: %s", request.channel, exc)
+            return {"status": "error", "ename": "InvalidRequest", "evalue": str(exc), "traceback": []}
+        except Exception as exc:
+            self.log.exception("error while serving %s", msg_type)
+            return {"status": "error", "ename": type(exc).__name__, "evalue": str(exc),
+                    "traceback": traceback.format_exception(exc)}
+
+    def _reply(self, request, content):
+        if content is None:
+            return
+        reply_type = request.msg_type.rsplit("_", 1)[0] + "_reply"
+        sock = getattr(self.transport, request.channel)
+        # A ROUTER socket never blocks on send (it drops for absent peers), so
+        # replying from the request's greenlet cannot contend with the reader.
+        self.session.send(sock, reply_type, content, parent=request.msg, ident=request.idents)
+
+    def _publish_result(self, data, metadata, execution_count):
+        for stream in self.streams.values():
+            stream.flush()
+        self.publisher.publish(
+            "execute_result",
+            {"execution_count": execution_count, "data": data, "metadata": metadata},
+            parent=current_cell().parent,
+        )
+
+    def _abort_queued(self):
+        """After an error: abort the execute requests already sent to us."""
+        # Let the readers take in what arrived while the cell ran (a CPU-bound
+        # cell keeps them from running); bounded in case the hub never idles.
+        with gevent.Timeout(0.05, False):
+            gevent.idle()
+        self._abort_remaining = self.dispatcher.shell_pending()
+
+    # -- handlers --------------------------------------------------------------
+
+    @handles("execute_request", code=field(str), silent=field(bool, False),
+             store_history=field(bool, True), user_expressions=field(dict, {}),
+             allow_stdin=field(bool, True), stop_on_error=field(bool, True))
+    def execute_request(self, request, code, silent, store_history, user_expressions,
+                        allow_stdin, stop_on_error):
+        store_history = store_history and not silent
+        interp = self.interpreter
+        if not silent:
+            self.last_parent = request.msg
+            count = interp.execution_count + (1 if store_history else 0)
+            self.publisher.publish("execute_input", {"code": code, "execution_count": count},
+                                   parent=request.msg)
+        result = interp.run_cell(code, store_history=store_history, silent=silent)
+        if result.error is None:
+            return {"status": "ok", "execution_count": interp.execution_count,
+                    "payload": result.payload,
+                    "user_expressions": interp.user_expressions(user_expressions)}
+        for stream in self.streams.values():
+            stream.flush()
+        if not silent:
+            self.publisher.publish("error", result.error, parent=request.msg)
+        if stop_on_error:
+            self._abort_queued()
+        return {"status": "error", "execution_count": interp.execution_count, **result.error}
+
+    @handles("kernel_info_request")
+    def kernel_info_request(self, request):
+        return {
+            "status": "ok",
+            "protocol_version": PROTOCOL_VERSION,
+            "implementation": "gkernel",
+            "implementation_version": __version__,
+            "language_info": {
+                "name": "python",
+                "version": platform.python_version(),
+                "mimetype": "text/x-python",
+                "file_extension": ".py",
+                "pygments_lexer": "python3",
+                "codemirror_mode": {"name": "python", "version": sys.version_info[0]},
+                "nbconvert_exporter": "python",
+            },
+            "banner": f"gkernel {__version__} on Python {platform.python_version()}: "
+                      f"a gevent Python kernel (gevent {gevent.__version__})",
+            "help_links": [
+                {"text": "Python", "url": f"https://docs.python.org/{sys.version_info[0]}.{sys.version_info[1]}"},
+                {"text": "gevent", "url": "https://www.gevent.org"},
+            ],
+            "debugger": False,
+        }
+
+    @handles("complete_request", code=field(str), cursor_pos=field(int, None))
+    def complete_request(self, request, code, cursor_pos):
+        return self.interpreter.complete(code, len(code) if cursor_pos is None else cursor_pos)
+
+    @handles("inspect_request", code=field(str), cursor_pos=field(int, None),
+             detail_level=field(int, 0))
+    def inspect_request(self, request, code, cursor_pos, detail_level):
+        return self.interpreter.inspect(code, len(code) if cursor_pos is None else cursor_pos, detail_level)
+
+    @handles("is_complete_request", code=field(str))
+    def is_complete_request(self, request, code):
+        return self.interpreter.is_complete(code)
+
+    @handles("history_request", hist_access_type=field(str), output=field(bool, False),
+             raw=field(bool, True), session=field(int, 0), start=field(int, 0),
+             stop=field(int, None), n=field(int, None), pattern=field(str, "*"),
+             unique=field(bool, False))
+    def history_request(self, request, hist_access_type, output, raw, session, start, stop,
+                        n, pattern, unique):
+        # raw and translated input are the same here: cells are not transformed.
+        history = self.history
+        if hist_access_type == "tail":
+            rows = history.tail(10 if n is None else n, output=output)
+        elif hist_access_type == "range":
+            rows = history.range(session, start, stop, output=output)
+        elif hist_access_type == "search":
+            rows = history.search(pattern, n=n, unique=unique, output=output)
+        else:
+            raise InvalidRequest(f"history_request: unknown hist_access_type {hist_access_type!r}")
+        return {"status": "ok", "history": rows}
+
+    @handles("comm_info_request", target_name=field(str, None))
+    def comm_info_request(self, request, target_name):
+        return {"status": "ok", "comms": {}}
+
+    @handles("connect_request")
+    def connect_request(self, request):
+        info = self.transport.info
+        ports = {f"{name}_port": info[f"{name}_port"] for name in ("shell", "iopub", "stdin", "hb", "control")}
+        return {"status": "ok", **ports}
+
+    @handles("usage_request")
+    def usage_request(self, request):
+        return self.usage.reply_content()
+
+    @handles("interrupt_request")
+    def interrupt_request(self, request):
+        self.interrupt()
+        return {"status": "ok"}
+
+    @handles("shutdown_request", restart=field(bool, False))
+    def shutdown_request(self, request, restart):
+        content = {"status": "ok", "restart": restart}
+        # Older clients listen for the shutdown on IOPub too.
+        self.publisher.publish("shutdown_reply", content, parent=request.msg)
+        self.restart_requested = restart
+        request.after_reply = self.shutdown_event.set
+        return content

@@ -1,0 +1,177 @@
+"""``python -m gkernel`` / ``gkernel kernel``: host one kernel in this process.
+
+Order matters here. ``gevent.monkey.patch_all()`` must run before anything
+imports ``ssl`` or starts a thread, and jupyter_client imports ``ssl``; so
+this module imports only traitlets, jupyter_core's paths and gkernel's own
+config classes at the top, loads the configuration, patches, and only then
+imports jupyter_client to read or write the connection file.
+
+Then it binds the channels, replaces ``sys.stdout``/``sys.stderr`` with
+routers to the kernel, installs the SIGINT and SIGTERM handlers, serves until
+a shutdown request, and exits 0.
+"""
+
+import json
+import os
+import signal
+import sys
+
+from jupyter_core.paths import jupyter_config_path, jupyter_runtime_dir
+from traitlets import Bool, CaselessStrEnum, Unicode
+from traitlets.config import Application
+
+from . import __version__
+from .history import HistoryManager
+from .interpreter import Interpreter
+from .kernel import Kernel
+
+__all__ = ["GKernelApp", "launch"]
+
+
+class GKernelApp(Application):
+    name = "gkernel-kernel"
+    version = __version__
+    description = """Start one gkernel kernel, a Jupyter kernel for Python that runs on gevent.
+
+    Given a connection file (-f), the kernel binds the ports it names; a file
+    that does not exist yet is written with free ports. Without -f, the kernel
+    writes its own connection file (mode 0600, random key) to the Jupyter
+    runtime directory and logs how to attach to it.
+
+    Before any user code runs, gevent.monkey.patch_all() makes the standard
+    library cooperative; --no-monkey-patch leaves it alone.
+    """
+    examples = """
+    python -m gkernel -f /path/to/kernel-1234.json
+    gkernel kernel --no-monkey-patch --Interpreter.use_jedi=False
+    """
+    classes = [Kernel, Interpreter, HistoryManager]
+
+    connection_file = Unicode(
+        "", help="JSON connection file to use; written with free ports and a new key if missing."
+    ).tag(config=True)
+    ip = Unicode("127.0.0.1", help="Address to bind when the connection file does not name one.").tag(config=True)
+    transport = CaselessStrEnum(["tcp", "ipc"], "tcp", help="ZeroMQ transport for a new connection file.").tag(config=True)
+    monkey_patch = Bool(
+        True, help="Call gevent.monkey.patch_all() before user code runs, so blocking "
+                   "standard-library calls in cells yield to other greenlets."
+    ).tag(config=True)
+    config_file_name = Unicode("gkernel_config", help="Base name of config files searched in Jupyter's config path.")
+
+    aliases = {
+        "f": "GKernelApp.connection_file",
+        "ip": "GKernelApp.ip",
+        "transport": "GKernelApp.transport",
+        "log-level": "Application.log_level",
+    }
+    flags = {
+        "no-monkey-patch": ({"GKernelApp": {"monkey_patch": False}}, "Do not call gevent.monkey.patch_all()."),
+        "debug": ({"Application": {"log_level": 10}}, "Log at DEBUG level."),
+    }
+
+    def initialize(self, argv=None):
+        self.parse_command_line(argv)
+        for path in reversed(jupyter_config_path()):
+            self.load_config_file(self.config_file_name, path=path)  # keeps the command line's priority
+        self.log  # create the log handler on the real stderr before it is replaced
+        if self.monkey_patch:
+            from gevent import monkey
+            monkey.patch_all()
+
+    def start(self):
+        import zmq.green as zmq
+        from jupyter_client.session import Session
+
+        from .outstream import StreamRouter
+        from .transport import Transport
+
+        info, own_file = self._connection_info()
+        session = Session(key=info["key"].encode(), signature_scheme=info["signature_scheme"],
+                          username="kernel", parent=self)
+        context = zmq.Context()
+        try:
+            transport = Transport(context, info)
+        except zmq.ZMQError as exc:
+            self.log.critical("cannot bind the kernel's ports (%s): %s", info.get("ip"), exc)
+            self.exit(1)
+        if own_file or not os.path.exists(self.connection_file):
+            self._write_connection_file(info)
+        kernel = Kernel(session, transport, parent=self)
+
+        originals = sys.stdout, sys.stderr
+        sys.stdout = StreamRouter("stdout", sys.stdout, lambda: kernel)
+        sys.stderr = StreamRouter("stderr", sys.stderr, lambda: kernel)
+        sys.modules["__main__"] = kernel.interpreter.user_module
+        signal.signal(signal.SIGINT, self._on_sigint(kernel))
+        import gevent
+        gevent.signal_handler(signal.SIGTERM, kernel.shutdown_event.set)
+
+        kernel.start()
+        self.log.info("gkernel %s serving %s", __version__, self.connection_file)
+        if own_file:
+            self.log.warning("To connect a client: jupyter console --existing %s", self.connection_file)
+        try:
+            kernel.shutdown_event.wait()
+        finally:
+            kernel.close()
+            sys.stdout, sys.stderr = originals
+            context.destroy(linger=0)
+            if own_file:
+                self._remove_connection_file()
+
+    @staticmethod
+    def _on_sigint(kernel):
+        """SIGINT raises KeyboardInterrupt in the running cell (see DESIGN: signals)."""
+        from gevent import getcurrent
+
+        def on_sigint(signum, frame):
+            glet = kernel.dispatcher.shell_greenlet
+            if glet is None:
+                return  # idle: nothing to interrupt
+            if glet is getcurrent():
+                raise KeyboardInterrupt
+            kernel.interrupt()
+        return on_sigint
+
+    def _connection_info(self):
+        """Connection info to bind, and whether this kernel chose the file name."""
+        own_file = not self.connection_file
+        if own_file:
+            runtime = jupyter_runtime_dir()
+            os.makedirs(runtime, mode=0o700, exist_ok=True)
+            self.connection_file = os.path.join(runtime, f"kernel-{os.getpid()}.json")
+        elif os.path.exists(self.connection_file):
+            try:
+                with open(self.connection_file) as f:
+                    info = json.load(f)
+                info.setdefault("transport", "tcp")
+                info.setdefault("signature_scheme", "hmac-sha256")
+                return info, False
+            except (OSError, ValueError) as exc:
+                self.log.critical("cannot read connection file %s: %s", self.connection_file, exc)
+                self.exit(1)
+        import uuid
+        info = {"transport": self.transport, "ip": self.ip, "key": str(uuid.uuid4()),
+                "signature_scheme": "hmac-sha256"}
+        return info, own_file
+
+    def _write_connection_file(self, info):
+        from jupyter_client.connect import write_connection_file
+
+        ports = {k: v for k, v in info.items() if k.endswith("_port")}
+        write_connection_file(self.connection_file, ip=info["ip"], key=info["key"].encode(),
+                              transport=info["transport"], signature_scheme=info["signature_scheme"],
+                              kernel_name="gkernel", **ports)
+
+    def _remove_connection_file(self):
+        try:
+            os.remove(self.connection_file)
+        except OSError:
+            pass
+
+
+def launch(argv=None):
+    """Entry point of ``python -m gkernel``."""
+    app = GKernelApp.instance()
+    app.initialize(argv)
+    app.start()
