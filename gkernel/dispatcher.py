@@ -5,6 +5,11 @@ shell) and served in arrival order within a priority. Control requests are
 handled inline by the dispatcher greenlet and are short. A shell request gets
 its own greenlet -- the cell's execution greenlet -- and only one runs at a
 time; while it waits on gevent I/O, the dispatcher keeps serving control.
+
+Requests that arrived while a CPU-bound cell held the hub are still unread in
+the sockets when it ends, so before starting a shell request the dispatcher
+lets the readers take in what was delivered (:meth:`Dispatcher.settle`): a
+control request sent before it is then served first.
 """
 
 from collections import deque
@@ -46,13 +51,26 @@ class Dispatcher:
         """How many shell requests wait behind the running one."""
         return len(self._lanes[SHELL])
 
+    def settle(self, timeout=0.05):
+        """Let greenlets woken by I/O that already arrived (the readers) run first.
+
+        ``gevent.idle`` returns once the loop has polled and run everything
+        pending; bounded because greenlets spinning on ``sleep(0)`` keep the
+        loop from ever idling.
+        """
+        with gevent.Timeout(timeout, False):
+            gevent.idle()
+
     def _next(self):
         control, shell = self._lanes
         while True:
             if control:
                 return CONTROL, control.popleft()
             if shell and self.shell_greenlet is None:
-                return SHELL, shell.popleft()
+                self.settle()
+                if not control:
+                    return SHELL, shell.popleft()
+                continue
             self._wakeup.clear()
             self._wakeup.wait()
 

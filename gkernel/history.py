@@ -62,13 +62,15 @@ class HistoryManager(LoggingConfigurable):
         self._db.execute("INSERT OR REPLACE INTO output_history VALUES (?, ?, ?)", (self.session, line, text))
 
     def _select(self, where="", params=(), order="ASC", limit=None, output=False):
+        # Entries come in the order they were stored (rowid), which is what
+        # "the last n cells" means when several kernels share the file.
         sql = "SELECT h.session, h.line, h.source"
         if output:
             sql += ", o.output"
         sql += " FROM history h"
         if output:
             sql += " LEFT JOIN output_history o ON o.session = h.session AND o.line = h.line"
-        sql += f" {where} ORDER BY h.session {order}, h.line {order}"
+        sql += f" {where} ORDER BY h.rowid {order}"
         if limit is not None:
             sql += " LIMIT ?"
             params = (*params, limit)
@@ -80,7 +82,7 @@ class HistoryManager(LoggingConfigurable):
         return rows
 
     def tail(self, n=10, output=False):
-        """The last *n* entries over all sessions, oldest first."""
+        """The last *n* entries stored, over all sessions, oldest first."""
         return self._select(order="DESC", limit=max(0, int(n)), output=output)
 
     def range(self, session=0, start=1, stop=None, output=False):

@@ -228,10 +228,8 @@ class Kernel(LoggingConfigurable):
 
     def _abort_queued(self):
         """After an error: abort the execute requests already sent to us."""
-        # Let the readers take in what arrived while the cell ran (a CPU-bound
-        # cell keeps them from running); bounded in case the hub never idles.
-        with gevent.Timeout(0.05, False):
-            gevent.idle()
+        # Requests sent while a CPU-bound cell ran are still unread: take them in.
+        self.dispatcher.settle()
         self._abort_remaining = self.dispatcher.shell_pending()
 
     # -- handlers --------------------------------------------------------------

@@ -1,0 +1,108 @@
+"""Shared fixtures: an isolated Jupyter environment and real gkernel subprocesses.
+
+Every test drives kernels over real sockets with jupyter_client. The
+kernelspec is installed by ``gkernel install --prefix`` into a temporary
+prefix that JUPYTER_PATH points at, so the tests also exercise installation
+and never touch the user's own Jupyter directories.
+"""
+
+import os
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+_root = tempfile.mkdtemp(prefix="gkernel-tests-")
+for var, sub in (("JUPYTER_DATA_DIR", "data"), ("JUPYTER_RUNTIME_DIR", "runtime"),
+                 ("JUPYTER_CONFIG_DIR", "config"), ("IPYTHONDIR", "ipython")):
+    os.environ[var] = os.path.join(_root, sub)
+os.environ["JUPYTER_PATH"] = os.path.join(_root, "prefix", "share", "jupyter")
+os.environ["JUPYTER_PLATFORM_DIRS"] = "1"
+
+GKERNEL = os.path.join(os.path.dirname(sys.executable), "gkernel")
+KERNEL_NAME = "gkernel-test"
+TIMEOUT = 15
+
+
+def pytest_configure(config):
+    subprocess.run([GKERNEL, "install", "--prefix", os.path.join(_root, "prefix"), "--name", KERNEL_NAME],
+                   check=True, capture_output=True)
+
+
+def start_kernel(*extra_arguments):
+    """Start a gkernel subprocess through its kernelspec; return (manager, client)."""
+    from jupyter_client.manager import start_new_kernel
+
+    return start_new_kernel(kernel_name=KERNEL_NAME, startup_timeout=30,
+                            extra_arguments=list(extra_arguments))
+
+
+def stop_kernel(km, kc):
+    kc.stop_channels()
+    km.shutdown_kernel(now=False)
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    km, kc = start_kernel()
+    yield km, kc
+    stop_kernel(km, kc)
+
+
+@pytest.fixture(scope="module")
+def kc(kernel):
+    return kernel[1]
+
+
+def flush_iopub(kc):
+    """Drop IOPub messages left over by earlier requests."""
+    while True:
+        try:
+            kc.get_iopub_msg(timeout=0.2)
+        except Exception:
+            return
+
+
+def collect_iopub(kc, msg_id, timeout=TIMEOUT):
+    """IOPub messages of request *msg_id* from ``busy`` to ``idle`` (both included).
+
+    Asserts the wire contract: the first message of the request is status busy,
+    the last is status idle, and every message in between has the request as
+    parent.
+    """
+    msgs = []
+    while True:
+        msg = kc.get_iopub_msg(timeout=timeout)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        msgs.append(msg)
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            break
+    assert msgs[0]["msg_type"] == "status" and msgs[0]["content"]["execution_state"] == "busy"
+    return msgs
+
+
+def get_reply(kc, msg_id, channel="shell", timeout=TIMEOUT):
+    get = kc.get_shell_msg if channel == "shell" else kc.get_control_msg
+    while True:
+        reply = get(timeout=timeout)
+        if reply["parent_header"].get("msg_id") == msg_id:
+            return reply
+
+
+def execute(kc, code, **kwargs):
+    """Run *code*; return (execute_reply, IOPub messages between busy and idle, excluded)."""
+    msg_id = kc.execute(code, **kwargs)
+    reply = get_reply(kc, msg_id)
+    msgs = collect_iopub(kc, msg_id)
+    return reply, msgs[1:-1]
+
+
+def outputs(msgs, msg_type="stream", name=None):
+    return [m["content"] for m in msgs
+            if m["msg_type"] == msg_type and (name is None or m["content"].get("name") == name)]
+
+
+def stdout_of(msgs):
+    return "".join(c["text"] for c in outputs(msgs, "stream", "stdout"))
