@@ -15,6 +15,7 @@ A handler receives its content fields as keyword arguments, already checked
 against the fields it declared (:mod:`gkernel.messages`).
 """
 
+import json
 import platform
 import sys
 import traceback
@@ -149,18 +150,28 @@ class Kernel(LoggingConfigurable):
                              channel, len(frames))
             return None
         try:
-            # Checks the HMAC signature (and replays) before parsing anything.
-            msg = self.session.deserialize(msg_list, content=False)
+            # Checks the HMAC signature and rejects replays before parsing anything.
+            msg = self.session.deserialize(msg_list)
             msg["header"]["msg_type"]
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            # Authentic (parsing comes after the signature check) but unparseable.
+            return self._unparseable(channel, idents, msg_list, exc)
         except Exception as exc:
             self.log.warning("%s: dropped an unauthenticated or malformed message: %s", channel, exc)
             return None
-        try:
-            msg["content"] = self.session.unpack(msg["content"])
-        except Exception as exc:
-            msg["content"] = {}
-            return Request(channel, idents, msg, error=f"content is not valid JSON: {exc}")
         return Request(channel, idents, msg)
+
+    def _unparseable(self, channel, idents, msg_list, exc):
+        """A Request answering with an error, when at least the header parses."""
+        try:
+            header = self.session.unpack(msg_list[1])
+            header["msg_type"]
+        except Exception:
+            self.log.warning("%s: dropped a message whose header cannot be parsed: %s", channel, exc)
+            return None
+        msg = {"header": header, "msg_id": header.get("msg_id"), "msg_type": header["msg_type"],
+               "parent_header": {}, "metadata": {}, "content": {}, "buffers": []}
+        return Request(channel, idents, msg, error=f"content is not valid JSON: {exc}")
 
     # -- serving -------------------------------------------------------------
 
