@@ -91,11 +91,11 @@ class UninstallApp(Application):
     aliases = {"name": "UninstallApp.kernel_name"}
 
     def start(self):
-        from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+        from jupyter_client.kernelspec import KernelSpecManager
 
         try:
             path = KernelSpecManager().remove_kernel_spec(self.kernel_name)
-        except NoSuchKernel:
+        except KeyError:
             self.log.critical("no kernelspec named %r is installed", self.kernel_name)
             self.exit(1)
         except OSError as exc:

@@ -1,0 +1,149 @@
+"""The command line: install/uninstall, --help, connection files, configuration."""
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+from jupyter_client import BlockingKernelClient
+from jupyter_client.kernelspec import KernelSpecManager
+
+from conftest import GKERNEL, execute, get_reply, outputs
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def run(*args, **kwargs):
+    return subprocess.run([GKERNEL, *args], capture_output=True, text=True, timeout=30, **kwargs)
+
+
+def test_install_and_uninstall_with_prefix(tmp_path):
+    result = run("install", "--prefix", str(tmp_path), "--name", "gk-cli", "--display-name", "GK CLI")
+    assert result.returncode == 0, result.stderr
+    spec_dir = tmp_path / "share" / "jupyter" / "kernels" / "gk-cli"
+    assert f"Installed kernelspec gk-cli in {spec_dir}" in result.stdout
+    spec = json.loads((spec_dir / "kernel.json").read_text())
+    assert spec["argv"] == [sys.executable, "-m", "gkernel", "-f", "{connection_file}"]
+    assert spec["display_name"] == "GK CLI" and spec["language"] == "python"
+    assert spec["interrupt_mode"] == "signal"
+    assert spec["metadata"]["gkernel"]["version"]
+    env = {**os.environ, "JUPYTER_PATH": str(tmp_path / "share" / "jupyter")}
+    listed = subprocess.run([os.path.join(os.path.dirname(sys.executable), "jupyter"), "kernelspec", "list", "--json"],
+                            capture_output=True, text=True, env=env, check=True)
+    assert "gk-cli" in json.loads(listed.stdout)["kernelspecs"]
+    result = run("uninstall", "--name", "gk-cli", env=env)
+    assert result.returncode == 0, result.stderr
+    assert not spec_dir.exists()
+    result = run("uninstall", "--name", "gk-cli", env=env)
+    assert result.returncode == 1 and "no kernelspec named 'gk-cli'" in result.stderr
+
+
+def test_install_user_and_sys_prefix_locations(tmp_path):
+    env = {**os.environ, "JUPYTER_DATA_DIR": str(tmp_path / "user")}
+    result = run("install", "--user", "--name", "gk-user", env=env)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "user" / "kernels" / "gk-user" / "kernel.json").exists()
+    result = run("install", "--user", "--prefix", str(tmp_path))
+    assert result.returncode == 2 and "choose one of --user and --prefix" in result.stderr
+    result = run("install", "--sys-prefix", "--name", "gk-sys-prefix-test")
+    assert result.returncode == 0, result.stderr
+    spec_dir = os.path.join(sys.prefix, "share", "jupyter", "kernels", "gk-sys-prefix-test")
+    try:
+        assert os.path.exists(os.path.join(spec_dir, "kernel.json"))
+        found = KernelSpecManager().find_kernel_specs()  # a venv's prefix is on Jupyter's path
+        assert os.path.realpath(found["gk-sys-prefix-test"]) == os.path.realpath(spec_dir)
+    finally:
+        assert run("uninstall", "--name", "gk-sys-prefix-test").returncode == 0
+
+
+def test_help_explains_options():
+    top = run("--help")
+    assert top.returncode == 0 and "kernel" in top.stdout and "install" in top.stdout
+    kernel_help = run("kernel", "--help-all").stdout
+    for option in ("--no-monkey-patch", "-f", "--GKernelApp.monkey_patch", "--Interpreter.use_jedi",
+                   "--HistoryManager.hist_file", "--Kernel.stream_flush_interval"):
+        assert option in kernel_help, option
+    install_help = run("install", "--help").stdout
+    for option in ("--user", "--sys-prefix", "--prefix", "--name", "--display-name"):
+        assert option in install_help, option
+    assert run().returncode == 2  # no subcommand: help and a usage error
+
+
+def wait_for(predicate, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_kernel_writes_its_own_connection_file(tmp_path):
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "gkernel"], env=env, stderr=subprocess.PIPE, text=True)
+    path = tmp_path / f"kernel-{proc.pid}.json"
+    try:
+        assert wait_for(path.exists)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        info = json.loads(path.read_text())
+        assert info["ip"] == "127.0.0.1" and len(info["key"]) >= 32
+        kc = BlockingKernelClient(connection_file=str(path))
+        kc.load_connection_file()
+        kc.start_channels()
+        kc.wait_for_ready(timeout=20)
+        reply, msgs = execute(kc, "21 * 2")
+        assert outputs(msgs, "execute_result")[0]["data"]["text/plain"] == "42"
+        kc.stop_channels()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    assert f"jupyter console --existing {path}" in err
+    assert not path.exists()  # the kernel chose the file, so it removes it
+
+
+def test_missing_connection_file_is_written_and_kept(tmp_path):
+    path = tmp_path / "given.json"
+    proc = subprocess.Popen([GKERNEL, "kernel", "-f", str(path)], stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(path.exists)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+    assert proc.returncode == 0 and path.exists()  # named by the client: the client's to remove
+
+
+def test_unreadable_connection_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text("{not json")
+    result = subprocess.run([sys.executable, "-m", "gkernel", "-f", str(path)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert f"cannot read connection file {path}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_config_file_is_honoured(tmp_path):
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    (config_dir / "gkernel_config.py").write_text("c.GKernelApp.monkey_patch = False\n")
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(config_dir), "JUPYTER_RUNTIME_DIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "gkernel"], env=env, stderr=subprocess.DEVNULL)
+    path = tmp_path / f"kernel-{proc.pid}.json"
+    try:
+        assert wait_for(path.exists)
+        kc = BlockingKernelClient(connection_file=str(path))
+        kc.load_connection_file()
+        kc.start_channels()
+        kc.wait_for_ready(timeout=20)
+        _, msgs = execute(kc, "from gevent import monkey\nmonkey.is_module_patched('socket')")
+        assert outputs(msgs, "execute_result")[0]["data"]["text/plain"] == "False"
+        kc.stop_channels()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
