@@ -2,25 +2,24 @@
 
 jedi, when installed, understands the namespace and the code around the
 cursor; otherwise the standard library's rlcompleter completes names and
-attributes of the token before the cursor.
+attributes of the token before the cursor. jedi is imported on the first
+completion: it would add about 60 ms to every kernel start.
 """
 
+import importlib.util
 import re
 import rlcompleter
 
-try:
-    import jedi
-except ImportError:  # an optional dependency: fall back to rlcompleter
-    jedi = None
+__all__ = ["complete", "HAVE_JEDI"]
 
-__all__ = ["complete", "jedi"]
+HAVE_JEDI = importlib.util.find_spec("jedi") is not None
 
 _TOKEN = re.compile(r"[\w.]*$")
 
 
 def complete(code, cursor_pos, namespace, use_jedi=True):
     """Return a ``complete_reply`` content for *code* with the cursor at *cursor_pos*."""
-    if use_jedi and jedi is not None:
+    if use_jedi and HAVE_JEDI:
         matches, start, metadata = _complete_jedi(code, cursor_pos, namespace)
     else:
         matches, start, metadata = _complete_stdlib(code, cursor_pos, namespace)
@@ -34,6 +33,8 @@ def complete(code, cursor_pos, namespace, use_jedi=True):
 
 
 def _complete_jedi(code, cursor_pos, namespace):
+    import jedi
+
     before = code[:cursor_pos]
     line = before.count("\n") + 1
     column = len(before) - (before.rfind("\n") + 1)
