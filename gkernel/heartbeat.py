@@ -7,8 +7,8 @@ GIL released, so it echoes pings no matter what the main thread is doing.
 
 The thread is started with the *original* ``_thread.start_new_thread``:
 after ``monkey.patch_all()`` ``threading.Thread`` would make a greenlet.
-The socket shares the kernel's libzmq context (through a native shadow of the
-green context), so the heartbeat adds no zmq I/O thread of its own.
+The socket comes from the kernel's own (native) libzmq context, so the
+heartbeat adds no zmq I/O thread of its own.
 
 Thread affinity: the echo socket belongs to the heartbeat thread once
 :meth:`start` returns; only :meth:`stop` (any thread) touches the control
@@ -28,14 +28,13 @@ class Heartbeat:
     """Echoes every message received on a bound ROUTER socket back to its sender."""
 
     def __init__(self, context, socket):
-        # ``context`` is the green context; ``socket`` a *native* socket bound
-        # to the hb address (see transport.Transport).
-        self._native = zmq.Context.shadow(context.underlying)
+        # ``context`` is a native zmq.Context; ``socket`` the native socket
+        # bound to the hb address (see transport.Transport).
         self._socket = socket
         endpoint = f"inproc://gkernel-hb-control-{id(self):x}"
-        self._control_in = self._native.socket(zmq.PAIR)
+        self._control_in = context.socket(zmq.PAIR)
         self._control_in.bind(endpoint)
-        self._control_out = self._native.socket(zmq.PAIR)
+        self._control_out = context.socket(zmq.PAIR)
         self._control_out.connect(endpoint)
         self._stopped = _allocate_lock()
         self._stopped.acquire()

@@ -3,10 +3,11 @@
 Order matters here. ``gevent.monkey.patch_all()`` must run before anything
 imports ``ssl`` or starts a thread, and jupyter_client imports ``ssl``; so
 this module imports only traitlets, jupyter_core's paths and gkernel's own
-config classes at the top, loads the configuration, patches, and only then
-imports jupyter_client to read or write the connection file.
+config classes at the top, loads the configuration, binds the channels (so
+clients can connect while the rest starts), patches, and only then imports
+jupyter_client for the Session and the connection file.
 
-Then it binds the channels, replaces ``sys.stdout``/``sys.stderr`` with
+Then it replaces ``sys.stdout``/``sys.stderr`` with
 routers to the kernel, installs the SIGINT and SIGTERM handlers, serves until
 a shutdown request, and exits 0.
 """
@@ -74,27 +75,34 @@ class GKernelApp(Application):
         for path in reversed(jupyter_config_path()):
             self.load_config_file(self.config_file_name, path=path)  # keeps the command line's priority
         self.log  # create the log handler on the real stderr before it is replaced
+        self._bind()
         if self.monkey_patch:
             _patch_all()
 
+    def _bind(self):
+        import zmq
+
+        from .transport import Transport
+
+        self._info, self._own_file = self._connection_info()
+        self._context = zmq.Context()
+        try:
+            self._transport = Transport(self._context, self._info)
+        except zmq.ZMQError as exc:
+            self.log.critical("cannot bind the kernel's ports on %s: %s", self._info.get("ip"), exc)
+            self.exit(1)
+
     def start(self):
-        import zmq.green as zmq
         from jupyter_client.session import Session
 
         from .outstream import StreamRouter
-        from .transport import Transport
 
-        info, own_file = self._connection_info()
+        info, own_file, context, transport = self._info, self._own_file, self._context, self._transport
         session = Session(key=info["key"].encode(), signature_scheme=info["signature_scheme"],
                           username="kernel", parent=self)
-        context = zmq.Context()
-        try:
-            transport = Transport(context, info)
-        except zmq.ZMQError as exc:
-            self.log.critical("cannot bind the kernel's ports (%s): %s", info.get("ip"), exc)
-            self.exit(1)
         if own_file or not os.path.exists(self.connection_file):
             self._write_connection_file(info)
+        transport.green()
         kernel = Kernel(session, transport, parent=self)
 
         originals = sys.stdout, sys.stderr

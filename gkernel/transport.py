@@ -1,8 +1,15 @@
 """Binding a kernel's five channels from connection info.
 
-Shell, control and stdin are ROUTER sockets and IOPub a PUB socket, all from
-``zmq.green`` so that waiting on them yields to the hub. The heartbeat socket
-is native: it is handed to the heartbeat thread (see :mod:`gkernel.heartbeat`).
+Shell, control and stdin are ROUTER sockets, IOPub a PUB socket and the
+heartbeat a ROUTER echoed by :mod:`gkernel.heartbeat`.
+
+Sockets are bound as native zmq sockets as soon as the connection info is
+known, before gevent is set up: a client that connects to a port nobody has
+bound yet is refused and retries only after zmq's reconnect interval (100 ms),
+so binding early lets its first request wait in our socket instead.
+:meth:`Transport.green` then wraps the channel sockets in ``zmq.green``
+shadows (the same libzmq sockets), so waiting on them yields to the hub; the
+heartbeat socket stays native, for the heartbeat thread.
 
 Ports given as 0 are chosen here by binding to a random port, and the chosen
 ones are written back into the connection info, so a connection file written
@@ -12,12 +19,9 @@ This module knows nothing about what travels on the sockets.
 """
 
 import zmq
-import zmq.green
 
 __all__ = ["CHANNELS", "Transport"]
 
-#: Channel name -> socket type. The heartbeat is listed last on purpose: it is
-#: bound as a native socket, the others as green ones.
 CHANNELS = {
     "shell": zmq.ROUTER,
     "control": zmq.ROUTER,
@@ -36,19 +40,18 @@ def _endpoint(transport, ip, port):
 class Transport:
     """The bound sockets of one kernel.
 
-    ``info`` is a connection-info dict (``transport``, ``ip``, ``*_port``);
-    ports that are 0 are filled in. Socket attributes: ``shell``, ``control``,
-    ``stdin``, ``iopub`` (green) and ``hb`` (native, owned by the heartbeat).
+    ``context`` is a native ``zmq.Context`` (the host owns and destroys it);
+    ``info`` a connection-info dict (``transport``, ``ip``, ``*_port``) whose
+    zero ports are filled in. After :meth:`green`, the attributes ``shell``,
+    ``control``, ``stdin`` and ``iopub`` are green sockets; ``hb`` is native.
     """
 
     def __init__(self, context, info):
         self.context = context
         self.info = info
-        native = zmq.Context.shadow(context.underlying)
-        self._sockets = []
+        self._native = {}
         for name, kind in CHANNELS.items():
-            ctx = native if name == "hb" else context
-            sock = ctx.socket(kind)
+            sock = context.socket(kind)
             # A socket must not hold the process open on exit waiting for a
             # vanished peer; 1 s is enough to deliver the last replies.
             sock.linger = 1000
@@ -57,8 +60,8 @@ class Transport:
                 # (e.g. a notebook server restarting its channels).
                 sock.router_handover = 1
             self._bind(sock, name)
+            self._native[name] = sock
             setattr(self, name, sock)
-            self._sockets.append(sock)
 
     def _bind(self, sock, name):
         key = f"{name}_port"
@@ -79,8 +82,16 @@ class Transport:
                     port += 1
             self.info[key] = port
 
+    def green(self):
+        """Switch the channel sockets to ``zmq.green`` shadows; call after monkey-patching."""
+        import zmq.green
+
+        for name, sock in self._native.items():
+            if name != "hb":
+                setattr(self, name, zmq.green.Socket.shadow(sock.underlying))
+
     def close(self):
-        """Close the green sockets (the heartbeat closes its own)."""
-        for sock in self._sockets:
-            if sock is not self.hb:
-                sock.close()
+        """Close the channel sockets (the heartbeat closes its own)."""
+        for name in self._native:
+            if name != "hb":
+                getattr(self, name).close()
