@@ -34,7 +34,7 @@ def publish_display_data(data, metadata=None, transient=None, update=False):
 
 
 def display(*objs, raw=False, include=None, exclude=None, metadata=None,
-            display_id=None, update=False, **kwargs):
+            display_id=None, update=False):
     """Show each object in the cell's output, as rich as its reprs allow.
 
     With ``raw=True`` each object is already a mime bundle. ``display_id``

@@ -1,8 +1,8 @@
 """Object inspection for ``inspect_request`` and the ``obj?`` pager.
 
 Finds the dotted name at (or just before) the cursor, or the callable whose
-call the cursor is inside, and resolves it by attribute lookups only: code in
-an inspect request is never executed.
+call the cursor is inside, and resolves it by name and attribute lookups
+only: no expression from an inspect request is evaluated.
 """
 
 import inspect

@@ -82,22 +82,35 @@ def wait_for(predicate, timeout=20):
     return False
 
 
-def test_kernel_writes_its_own_connection_file(tmp_path):
-    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path)}
+def own_file_kernel(tmp_path, env):
+    """Start ``python -m gkernel`` without -f; return the process and its connection file path."""
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path), **env}
     proc = subprocess.Popen([sys.executable, "-m", "gkernel"], env=env, stderr=subprocess.PIPE, text=True)
     path = tmp_path / f"kernel-{proc.pid}.json"
+    assert wait_for(path.exists)
+    return proc, path
+
+
+def result_via_file(path, code):
+    """Attach a client through connection file *path*, run *code*, return its text/plain result."""
+    kc = BlockingKernelClient(connection_file=str(path))
+    kc.load_connection_file()
+    kc.start_channels()
     try:
-        assert wait_for(path.exists)
+        kc.wait_for_ready(timeout=20)
+        _, msgs = execute(kc, code)
+        return outputs(msgs, "execute_result")[0]["data"]["text/plain"]
+    finally:
+        kc.stop_channels()
+
+
+def test_kernel_writes_its_own_connection_file(tmp_path):
+    proc, path = own_file_kernel(tmp_path, {})
+    try:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         info = json.loads(path.read_text())
         assert info["ip"] == "127.0.0.1" and len(info["key"]) >= 32
-        kc = BlockingKernelClient(connection_file=str(path))
-        kc.load_connection_file()
-        kc.start_channels()
-        kc.wait_for_ready(timeout=20)
-        reply, msgs = execute(kc, "21 * 2")
-        assert outputs(msgs, "execute_result")[0]["data"]["text/plain"] == "42"
-        kc.stop_channels()
+        assert result_via_file(path, "21 * 2") == "42"
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=10)
@@ -132,18 +145,9 @@ def test_config_file_is_honoured(tmp_path):
     config_dir = tmp_path / "config"
     config_dir.mkdir()
     (config_dir / "gkernel_config.py").write_text("c.GKernelApp.monkey_patch = False\n")
-    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(config_dir), "JUPYTER_RUNTIME_DIR": str(tmp_path)}
-    proc = subprocess.Popen([sys.executable, "-m", "gkernel"], env=env, stderr=subprocess.DEVNULL)
-    path = tmp_path / f"kernel-{proc.pid}.json"
+    proc, path = own_file_kernel(tmp_path, {"JUPYTER_CONFIG_DIR": str(config_dir)})
     try:
-        assert wait_for(path.exists)
-        kc = BlockingKernelClient(connection_file=str(path))
-        kc.load_connection_file()
-        kc.start_channels()
-        kc.wait_for_ready(timeout=20)
-        _, msgs = execute(kc, "from gevent import monkey\nmonkey.is_module_patched('socket')")
-        assert outputs(msgs, "execute_result")[0]["data"]["text/plain"] == "False"
-        kc.stop_channels()
+        assert result_via_file(path, "from gevent import monkey\nmonkey.is_module_patched('socket')") == "False"
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=10)
+        proc.communicate(timeout=10)
