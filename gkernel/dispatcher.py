@@ -40,8 +40,9 @@ class Dispatcher:
         self._greenlet = gevent.spawn(self._run)
 
     def stop(self):
-        if self._greenlet is not None:
-            self._greenlet.kill(block=False)
+        """Stop serving; a shell request still running is killed."""
+        glets = [g for g in (self._greenlet, self.shell_greenlet) if g is not None]
+        gevent.killall(glets, timeout=1)
 
     def put(self, priority, item):
         self._lanes[priority].append(item)

@@ -97,7 +97,6 @@ class Kernel(LoggingConfigurable):
         self.last_parent = None
         #: set once a shutdown_request has been answered; the host then calls close()
         self.shutdown_event = Event()
-        self.restart_requested = False
         self._abort_remaining = 0
         self._readers = []
 
@@ -113,8 +112,8 @@ class Kernel(LoggingConfigurable):
 
     def close(self):
         """Stop serving, deliver what is queued, close the sockets."""
-        for reader in self._readers:
-            reader.kill(block=False)
+        # Readers go first: no greenlet may wait on a socket being closed.
+        gevent.killall(self._readers, timeout=1)
         self.dispatcher.stop()
         for stream in self.streams.values():
             stream.flush()
@@ -350,6 +349,5 @@ class Kernel(LoggingConfigurable):
         content = {"status": "ok", "restart": restart}
         # Older clients listen for the shutdown on IOPub too.
         self.publisher.publish("shutdown_reply", content, parent=request.msg)
-        self.restart_requested = restart
         request.after_reply = self.shutdown_event.set
         return content

@@ -352,3 +352,16 @@ def test_shutdown_exits_promptly(restart):
     finally:
         kc.stop_channels()
         km.cleanup_resources()
+
+
+def test_shutdown_while_a_cell_runs():
+    km, kc = start_kernel()
+    try:
+        kc.execute("import gevent\ngevent.sleep(30)")
+        time.sleep(0.3)
+        msg_id = send_control(kc, "shutdown_request", {"restart": False})
+        assert get_reply(kc, msg_id, channel="control")["content"]["status"] == "ok"
+        assert km.provisioner.process.wait(timeout=5) == 0
+    finally:
+        kc.stop_channels()
+        km.cleanup_resources()
