@@ -8,7 +8,7 @@ time; while it waits on gevent I/O, the dispatcher keeps serving control.
 
 Requests that arrived while a CPU-bound cell held the hub are still unread in
 the sockets when it ends, so before starting a shell request the dispatcher
-lets the readers take in what was delivered (:meth:`Dispatcher.settle`): a
+lets the readers take in what was delivered (:func:`settle`): a
 control request sent before it is then served first.
 """
 
@@ -17,9 +17,20 @@ from collections import deque
 import gevent
 from gevent.event import Event
 
-__all__ = ["Dispatcher", "CONTROL", "SHELL"]
+__all__ = ["Dispatcher", "CONTROL", "SHELL", "settle"]
 
 CONTROL, SHELL = 0, 1
+
+
+def settle(timeout=0.05):
+    """Let greenlets woken by I/O that already arrived (the socket readers) run first.
+
+    ``gevent.idle`` returns once the loop has polled and run everything
+    pending; bounded because greenlets spinning on ``sleep(0)`` keep the loop
+    from ever idling.
+    """
+    with gevent.Timeout(timeout, False):
+        gevent.idle()
 
 
 class Dispatcher:
@@ -52,23 +63,13 @@ class Dispatcher:
         """How many shell requests wait behind the running one."""
         return len(self._lanes[SHELL])
 
-    def settle(self, timeout=0.05):
-        """Let greenlets woken by I/O that already arrived (the readers) run first.
-
-        ``gevent.idle`` returns once the loop has polled and run everything
-        pending; bounded because greenlets spinning on ``sleep(0)`` keep the
-        loop from ever idling.
-        """
-        with gevent.Timeout(timeout, False):
-            gevent.idle()
-
     def _next(self):
         control, shell = self._lanes
         while True:
             if control:
                 return CONTROL, control.popleft()
             if shell and self.shell_greenlet is None:
-                self.settle()
+                settle()
                 if not control:
                     return SHELL, shell.popleft()
                 continue

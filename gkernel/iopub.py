@@ -6,6 +6,11 @@ is the socket's only sender (``zmq.green`` allows one waiting greenlet per
 direction). One FIFO queue for all IOPub traffic is what keeps a cell's
 output ahead of its idle status.
 
+The socket is an XPUB: a second greenlet is its only receiver and turns each
+subscription into an ``iopub_welcome`` message (protocol 5.4) on the
+subscribed topic, so a client knows its subscription is live instead of
+polling with kernel_info requests until IOPub output arrives.
+
 Greenlet affinity: ``publish`` and ``flush`` may be called from any greenlet
 of the hub's thread.
 """
@@ -27,18 +32,31 @@ class IOPubPublisher:
         self._queue = Queue()
         self._idle = Event()
         self._idle.set()
-        self._greenlet = None
+        self._greenlets = []
 
     def start(self):
-        self._greenlet = gevent.spawn(self._run)
+        self._greenlets = [gevent.spawn(self._run), gevent.spawn(self._welcome_subscribers)]
 
     def publish(self, msg_type, content, parent=None, topic=None, metadata=None):
         """Queue one message for IOPub; returns at once with the message dict."""
         msg = self.session.msg(msg_type, content, parent=parent or {}, metadata=metadata)
-        topic = topic or msg_type
         self._idle.clear()
-        self._queue.put(self.session.serialize(msg, ident=topic.encode()))
+        self._queue.put(self.session.serialize(msg, ident=(topic or msg_type).encode()))
         return msg
+
+    def _welcome_subscribers(self):
+        """Owner of the socket's receiving side: XPUB subscription events."""
+        while True:
+            event = self.socket.recv()
+            if event[:1] != b"\x01":
+                continue  # an unsubscription
+            try:
+                topic = event[1:].decode()
+            except UnicodeDecodeError:
+                self.log.warning("IOPub: ignored a subscription to a non-UTF-8 topic")
+                continue
+            # Published on the subscribed topic itself, so it reaches the new subscriber.
+            self.publish("iopub_welcome", {"subscription": topic}, topic=topic)
 
     def _run(self):
         while True:
@@ -58,7 +76,9 @@ class IOPubPublisher:
         return self._idle.wait(timeout)
 
     def stop(self, timeout=2.0):
-        """Send what is queued, then end the greenlet."""
-        if self._greenlet is not None:
+        """Send what is queued, then end the greenlets."""
+        if self._greenlets:
+            sender, welcomer = self._greenlets
+            welcomer.kill()
             self._queue.put(_STOP)
-            self._greenlet.join(timeout)
+            sender.join(timeout)

@@ -28,7 +28,7 @@ from traitlets.config import LoggingConfigurable
 
 from . import __version__
 from .cells import Cell, current_cell, spawn_in_cell
-from .dispatcher import CONTROL, SHELL, Dispatcher
+from .dispatcher import CONTROL, SHELL, Dispatcher, settle
 from .heartbeat import Heartbeat
 from .history import HistoryManager
 from .interpreter import Interpreter
@@ -39,7 +39,7 @@ from .usage import UsageMeter
 
 __all__ = ["Kernel", "PROTOCOL_VERSION"]
 
-PROTOCOL_VERSION = "5.3"
+PROTOCOL_VERSION = "5.4"
 
 #: msg_type -> (method name, declared content fields)
 _HANDLERS = {}
@@ -108,6 +108,8 @@ class Kernel(LoggingConfigurable):
         self.heartbeat.start()
         for channel, priority in (("shell", SHELL), ("control", CONTROL)):
             self._readers.append(gevent.spawn(self._read, channel, priority))
+        # Clients may have subscribed while we started: welcome them first.
+        settle()
         self.publisher.publish("status", {"execution_state": "starting"})
 
     def close(self):
@@ -239,7 +241,7 @@ class Kernel(LoggingConfigurable):
     def _abort_queued(self):
         """After an error: abort the execute requests already sent to us."""
         # Requests sent while a CPU-bound cell ran are still unread: take them in.
-        self.dispatcher.settle()
+        settle()
         self._abort_remaining = self.dispatcher.shell_pending()
 
     # -- handlers --------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Binding a kernel's five channels from connection info.
 
-Shell, control and stdin are ROUTER sockets, IOPub a PUB socket and the
+Shell, control and stdin are ROUTER sockets, IOPub an XPUB socket (a PUB
+that also reports subscriptions, so new subscribers can be welcomed) and the
 heartbeat a ROUTER echoed by :mod:`gkernel.heartbeat`.
 
 Sockets are bound as native zmq sockets as soon as the connection info is
@@ -26,7 +27,7 @@ CHANNELS = {
     "shell": zmq.ROUTER,
     "control": zmq.ROUTER,
     "stdin": zmq.ROUTER,
-    "iopub": zmq.PUB,
+    "iopub": zmq.XPUB,
     "hb": zmq.ROUTER,
 }
 
@@ -59,6 +60,10 @@ class Transport:
                 # Accept a reconnecting client under the same identity
                 # (e.g. a notebook server restarting its channels).
                 sock.router_handover = 1
+            elif kind == zmq.XPUB:
+                # Report every subscription, not only the first one per topic:
+                # each new client gets its own iopub_welcome.
+                sock.xpub_verbose = 1
             self._bind(sock, name)
             self._native[name] = sock
             setattr(self, name, sock)

@@ -1,4 +1,4 @@
-"""jupyter_kernel_test's conformance suite, with every sample it offers."""
+"""jupyter_kernel_test's conformance suite, with every sample and option it offers."""
 
 import jupyter_kernel_test
 
@@ -35,3 +35,8 @@ class GKernelConformance(jupyter_kernel_test.KernelTests):
     supported_history_operations = ("tail", "range", "search")
     code_inspect_sample = "zip"
     code_clear_output = "from gkernel.display import clear_output\nclear_output()"
+
+
+class GKernelIopubWelcome(jupyter_kernel_test.IopubWelcomeTests):
+    kernel_name = KERNEL_NAME
+    support_iopub_welcome = True

@@ -3,6 +3,8 @@
 import time
 
 import pytest
+import zmq
+from jupyter_client.session import Session
 
 from conftest import (collect_iopub, execute, flush_iopub, get_reply, outputs, start_kernel,
                       stdout_of, stop_kernel)
@@ -365,3 +367,33 @@ def test_shutdown_while_a_cell_runs():
     finally:
         kc.stop_channels()
         km.cleanup_resources()
+
+
+def test_iopub_welcome_per_subscription(kernel):
+    km, kc = kernel
+    info = km.get_connection_info()
+    session = Session(key=info["key"], signature_scheme=info["signature_scheme"])
+    ctx = zmq.Context.instance()
+    subs = []
+    try:
+        for topic in (b"status", b""):  # a specific topic, then a second client for everything
+            sub = ctx.socket(zmq.SUB)
+            sub.linger = 0
+            sub.subscribe(topic)
+            sub.connect(f"tcp://{info['ip']}:{info['iopub_port']}")
+            subs.append(sub)
+            assert sub.poll(5000), f"no iopub_welcome for topic {topic!r}"
+            _, msg_list = session.feed_identities(sub.recv_multipart())
+            msg = session.deserialize(msg_list)
+            assert msg["msg_type"] == "iopub_welcome"
+            assert msg["content"] == {"subscription": topic.decode()}
+        execute(kc, "print('not a status message')")
+        status_sub = subs[0]
+        seen = set()
+        while status_sub.poll(500):
+            _, msg_list = session.feed_identities(status_sub.recv_multipart())
+            seen.add(session.deserialize(msg_list)["msg_type"])
+        assert seen == {"status"}  # the topic filter holds: no stream, no execute_input
+    finally:
+        for sub in subs:
+            sub.close()
