@@ -37,11 +37,19 @@ class IOPubPublisher:
     def start(self):
         self._greenlets = [gevent.spawn(self._run), gevent.spawn(self._welcome_subscribers)]
 
-    def publish(self, msg_type, content, parent=None, topic=None, metadata=None):
-        """Queue one message for IOPub; returns at once with the message dict."""
-        msg = self.session.msg(msg_type, content, parent=parent or {}, metadata=metadata)
+    def message(self, msg_type, content, parent=None, metadata=None):
+        """A new message dict (not yet sent)."""
+        return self.session.msg(msg_type, content, parent=parent or {}, metadata=metadata)
+
+    def send(self, msg, topic=None):
+        """Queue a message dict for IOPub; returns at once."""
         self._idle.clear()
-        self._queue.put(self.session.serialize(msg, ident=(topic or msg_type).encode()))
+        self._queue.put(self.session.serialize(msg, ident=(topic or msg["msg_type"]).encode()))
+
+    def publish(self, msg_type, content, parent=None, topic=None, metadata=None):
+        """Queue one new message for IOPub; returns at once with the message dict."""
+        msg = self.message(msg_type, content, parent, metadata)
+        self.send(msg, topic)
         return msg
 
     def _welcome_subscribers(self):

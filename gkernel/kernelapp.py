@@ -57,6 +57,11 @@ class GKernelApp(Application):
         True, help="Call gevent.monkey.patch_all() before user code runs, so blocking "
                    "standard-library calls in cells yield to other greenlets."
     ).tag(config=True)
+    isatty = Bool(
+        False, help="What sys.stdout.isatty() and sys.stderr.isatty() answer in cells; True makes "
+                    "libraries write terminal colours and progress bars."
+    ).tag(config=True)
+    echo = Bool(False, help="Also copy cell output to the kernel process's own stdout/stderr.").tag(config=True)
     config_file_name = Unicode("gkernel_config", help="Base name of config files searched in Jupyter's config path.")
 
     aliases = {
@@ -106,8 +111,10 @@ class GKernelApp(Application):
         kernel = Kernel(session, transport, parent=self)
 
         originals = sys.stdout, sys.stderr
-        sys.stdout = StreamRouter("stdout", sys.stdout, lambda: kernel)
-        sys.stderr = StreamRouter("stderr", sys.stderr, lambda: kernel)
+        sys.stdout, sys.stderr = (
+            StreamRouter(name, original, lambda: kernel, isatty=self.isatty, echo=self.echo)
+            for name, original in (("stdout", sys.stdout), ("stderr", sys.stderr))
+        )
         sys.modules["__main__"] = kernel.interpreter.user_module
         signal.signal(signal.SIGINT, self._on_sigint(kernel))
         import gevent

@@ -6,7 +6,9 @@ Two pieces:
   publishes one ``stream`` message per flush and per parent cell; a flush
   happens after ``flush_interval`` seconds, when the buffer passes
   ``max_buffer`` characters, when the text's cell changes, and when the kernel
-  flushes at the end of a request.
+  flushes at the end of a request. Hooks registered on it see each message
+  before it is sent and may change it or swallow it (return None), as output
+  widgets do with the reference kernel's streams.
 * :class:`StreamRouter` -- what ``sys.stdout`` and ``sys.stderr`` become. They are
   process-wide, so the router finds the writing greenlet's cell
   (:func:`gkernel.cells.current_cell`) and hands the text to that cell's
@@ -38,6 +40,19 @@ class KernelStream:
         self._size = 0
         self._parent = None
         self._timer = None
+        self._hooks = []
+
+    def register_hook(self, hook):
+        """Call ``hook(msg)`` on each outgoing message; it returns the message to send, or None."""
+        self._hooks.append(hook)
+
+    def unregister_hook(self, hook):
+        """Remove *hook*; True if it was registered."""
+        try:
+            self._hooks.remove(hook)
+        except ValueError:
+            return False
+        return True
 
     def write(self, text, parent):
         if self._parts and parent is not self._parent:
@@ -60,22 +75,31 @@ class KernelStream:
         text = "".join(self._parts)
         self._parts.clear()
         self._size = 0
-        self.publisher.publish(
-            "stream", {"name": self.name, "text": text}, parent=self._parent,
-            topic=f"stream.{self.name}",
-        )
+        msg = self.publisher.message("stream", {"name": self.name, "text": text}, parent=self._parent)
+        for hook in list(self._hooks):
+            msg = hook(msg)
+            if msg is None:
+                return
+        self.publisher.send(msg, topic=f"stream.{self.name}")
 
 
 class StreamRouter(io.TextIOBase):
-    """A text file that sends each write to the writing cell's kernel."""
+    """A text file that sends each write to the writing cell's kernel.
 
-    def __init__(self, name, original, fallback=None):
+    ``isatty`` is what :meth:`isatty` answers (libraries use it to decide on
+    colours and progress bars); with ``echo`` every write is also copied to
+    the original stream -- a blocking write, so only for debugging a kernel.
+    """
+
+    def __init__(self, name, original, fallback=None, isatty=False, echo=False):
         super().__init__()
         self.name = name
-        #: the stream this router replaced; restored by the kernel at shutdown
+        #: the stream this router replaced; restored by the host at shutdown
         self.original = original
         #: callable returning the kernel that gets output from outside any cell
         self.fallback = fallback
+        self._isatty = isatty
+        self._echo = echo
 
     encoding = "utf-8"
     errors = "replace"
@@ -84,7 +108,20 @@ class StreamRouter(io.TextIOBase):
         return True
 
     def isatty(self):
-        return False
+        return self._isatty
+
+    def register_hook(self, hook):
+        """Register *hook* on the calling cell's kernel stream (see KernelStream.register_hook)."""
+        self._stream().register_hook(hook)
+
+    def unregister_hook(self, hook):
+        return self._stream().unregister_hook(hook)
+
+    def _stream(self):
+        kernel, _ = self._target()
+        if kernel is None:
+            raise RuntimeError(f"sys.{self.name}: not called from a gkernel cell")
+        return kernel.streams[self.name]
 
     def fileno(self):
         # Output through the fd would bypass the cell; fd-level capture is
@@ -103,6 +140,10 @@ class StreamRouter(io.TextIOBase):
     def write(self, text):
         if not isinstance(text, str):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        if self.closed:
+            raise ValueError("I/O operation on closed file.")
+        if self._echo:
+            self.original.write(text)
         kernel, parent = self._target()
         if kernel is None:
             return self.original.write(text)
