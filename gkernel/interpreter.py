@@ -17,7 +17,6 @@ import functools
 import operator
 import linecache
 import re
-import sys
 import traceback
 import types
 

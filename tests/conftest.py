@@ -99,6 +99,13 @@ def execute(kc, code, **kwargs):
     return reply, msgs[1:-1]
 
 
+def result_of(kc, code):
+    """Run *code*, assert it succeeded, return its execute_result's text/plain."""
+    reply, msgs = execute(kc, code)
+    assert reply["content"]["status"] == "ok", reply["content"]
+    return outputs(msgs, "execute_result")[0]["data"]["text/plain"]
+
+
 def outputs(msgs, msg_type="stream", name=None):
     return [m["content"] for m in msgs
             if m["msg_type"] == msg_type and (name is None or m["content"].get("name") == name)]

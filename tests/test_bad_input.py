@@ -8,7 +8,7 @@ import pytest
 import zmq
 from jupyter_client.session import Session
 
-from conftest import KERNEL_NAME, collect_iopub, get_reply, stop_kernel
+from conftest import KERNEL_NAME, collect_iopub, stop_kernel
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -12,7 +12,7 @@ import pytest
 from jupyter_client import BlockingKernelClient
 from jupyter_client.kernelspec import KernelSpecManager
 
-from conftest import GKERNEL, execute, get_reply, outputs
+from conftest import GKERNEL, execute, outputs
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -6,8 +6,7 @@ import pytest
 import zmq
 from jupyter_client.session import Session
 
-from conftest import (collect_iopub, execute, flush_iopub, get_reply, outputs, start_kernel,
-                      stdout_of, stop_kernel)
+from conftest import collect_iopub, execute, flush_iopub, get_reply, outputs, start_kernel, stop_kernel
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -7,15 +7,9 @@ import time
 import pytest
 import zmq
 
-from conftest import execute, get_reply, outputs, start_kernel, stdout_of, stop_kernel
+from conftest import execute, get_reply, result_of, start_kernel, stdout_of, stop_kernel
 
 pytestmark = pytest.mark.timeout(90)
-
-
-def result_of(kc, code):
-    reply, msgs = execute(kc, code)
-    assert reply["content"]["status"] == "ok", reply["content"]
-    return outputs(msgs, "execute_result")[0]["data"]["text/plain"]
 
 
 def thread_names(pid):

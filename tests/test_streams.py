@@ -2,23 +2,17 @@
 
 import pytest
 
-from conftest import execute, outputs, start_kernel, stdout_of, stop_kernel
+from conftest import KERNEL_NAME, execute, outputs, result_of, stdout_of, stop_kernel
 
 pytestmark = pytest.mark.timeout(60)
 
 
-def value_of(kc, code):
-    reply, msgs = execute(kc, code)
-    assert reply["content"]["status"] == "ok", reply["content"]
-    return outputs(msgs, "execute_result")[0]["data"]["text/plain"]
-
-
 def test_text_file_api(kc):
-    assert value_of(kc, "import sys, io\n"
+    assert result_of(kc, "import sys, io\n"
                         "o = sys.stdout\n"
                         "(o.writable(), o.readable(), o.seekable(), o.closed, o.encoding, o.isatty())") == \
         "(True, False, False, False, 'utf-8', False)"
-    assert value_of(kc, "try:\n    sys.stdout.fileno()\nexcept io.UnsupportedOperation as e:\n    r = 'unsupported'\nr") == \
+    assert result_of(kc, "try:\n    sys.stdout.fileno()\nexcept io.UnsupportedOperation as e:\n    r = 'unsupported'\nr") == \
         "'unsupported'"
     reply, _ = execute(kc, "sys.stdout.write(b'bytes')")
     assert reply["content"]["ename"] == "TypeError"
@@ -59,8 +53,6 @@ print(swallowed)
 def test_isatty_and_echo_options(tmp_path):
     from jupyter_client.manager import KernelManager
 
-    from conftest import KERNEL_NAME
-
     log = tmp_path / "kernel-stdout.txt"
     with open(log, "w") as out:
         km = KernelManager(kernel_name=KERNEL_NAME)
@@ -69,7 +61,7 @@ def test_isatty_and_echo_options(tmp_path):
         kc.start_channels()
         try:
             kc.wait_for_ready(timeout=30)
-            assert value_of(kc, "import sys\n(sys.stdout.isatty(), sys.stderr.isatty())") == "(True, True)"
+            assert result_of(kc, "import sys\n(sys.stdout.isatty(), sys.stderr.isatty())") == "(True, True)"
             _, msgs = execute(kc, "print('echoed line')")
             assert stdout_of(msgs) == "echoed line\n"  # still reaches the cell
         finally:
