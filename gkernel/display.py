@@ -5,6 +5,8 @@ caller (see :mod:`gkernel.cells`), with that cell as parent, so they work from
 greenlets a cell spawned too. ``display`` is also put in every user namespace.
 """
 
+import uuid
+
 from .cells import current_cell
 from .formatters import format_object
 
@@ -42,7 +44,6 @@ def display(*objs, raw=False, include=None, exclude=None, metadata=None,
     the output in place; the id is returned.
     """
     if display_id is True:
-        import uuid
         display_id = uuid.uuid4().hex
     transient = {"display_id": display_id} if display_id else None
     for obj in objs:

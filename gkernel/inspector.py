@@ -8,7 +8,7 @@ only: no expression from an inspect request is evaluated.
 import inspect
 import re
 
-__all__ = ["inspect_code", "describe"]
+__all__ = ["inspect_code", "describe", "resolve"]
 
 _NAME = re.compile(r"[A-Za-z_][\w]*(?:\.[A-Za-z_]\w*)*")
 _MISSING = object()
@@ -31,13 +31,13 @@ def _name_at(code, cursor_pos):
     return None
 
 
-def _resolve(name, namespace):
+def resolve(name, namespace):
+    """The object a dotted *name* refers to in *namespace* (or builtins); LookupError if none."""
     first, *rest = name.split(".")
     obj = namespace.get(first, _MISSING)
     if obj is _MISSING:
-        obj = getattr(namespace.get("__builtins__"), first, _MISSING)
-        if obj is _MISSING and isinstance(namespace.get("__builtins__"), dict):
-            obj = namespace["__builtins__"].get(first, _MISSING)
+        builtins = namespace.get("__builtins__")
+        obj = builtins.get(first, _MISSING) if isinstance(builtins, dict) else getattr(builtins, first, _MISSING)
     for attr in rest:
         if obj is _MISSING:
             break
@@ -45,6 +45,8 @@ def _resolve(name, namespace):
             obj = getattr(obj, attr)
         except Exception:
             obj = _MISSING
+    if obj is _MISSING:
+        raise LookupError(name)
     return obj
 
 
@@ -74,9 +76,13 @@ def describe(name, obj, detail_level=0):
 
 def inspect_code(code, cursor_pos, namespace, detail_level=0):
     """Return an ``inspect_reply`` content."""
+    not_found = {"status": "ok", "found": False, "data": {}, "metadata": {}}
     name = _name_at(code, cursor_pos)
-    obj = _resolve(name, namespace) if name else _MISSING
-    if obj is _MISSING:
-        return {"status": "ok", "found": False, "data": {}, "metadata": {}}
+    if not name:
+        return not_found
+    try:
+        obj = resolve(name, namespace)
+    except LookupError:
+        return not_found
     text = describe(name, obj, detail_level)
     return {"status": "ok", "found": True, "data": {"text/plain": text}, "metadata": {}}

@@ -116,8 +116,9 @@ class Interpreter(LoggingConfigurable):
 
     def _page_help(self, match):
         name = match.group(2)
-        obj = inspector._resolve(name, self.user_ns)
-        if obj is inspector._MISSING:
+        try:
+            obj = inspector.resolve(name, self.user_ns)
+        except LookupError:
             return CellResult(error={"ename": "NameError", "evalue": f"Object `{name}` not found.",
                                      "traceback": [f"Object `{name}` not found."]})
         level = 1 if "??" in (match.group(1) or "") + (match.group(3) or "") else 0

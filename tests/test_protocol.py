@@ -286,6 +286,7 @@ def test_usage_request_on_control(kc):
     c = reply["content"]
     assert reply["msg_type"] == "usage_reply"
     assert c["kernel_memory"] > 10 * 2**20 and c["cpu_count"] >= 1 and c["pid"] > 0
+    assert 0.0 <= c["host_cpu_percent"] <= 100.0 and c["kernel_cpu"] >= 0.0
     assert {"total", "available"} <= set(c["host_virtual_memory"])
 
 
