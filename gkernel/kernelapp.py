@@ -105,8 +105,6 @@ class GKernelApp(Application):
         info, own_file, context, transport = self._info, self._own_file, self._context, self._transport
         session = Session(key=info["key"].encode(), signature_scheme=info["signature_scheme"],
                           username="kernel", parent=self)
-        if own_file or not os.path.exists(self.connection_file):
-            self._write_connection_file(info)
         transport.green()
         kernel = Kernel(session, transport, parent=self)
 
@@ -119,6 +117,9 @@ class GKernelApp(Application):
         signal.signal(signal.SIGINT, self._on_sigint(kernel))
         import gevent
         gevent.signal_handler(signal.SIGTERM, kernel.shutdown_event.set)
+        if own_file or not os.path.exists(self.connection_file):
+            # Written only now: a client may signal the kernel as soon as the file exists.
+            self._write_connection_file(info)
 
         kernel.start()
         self.log.info("gkernel %s serving %s", __version__, self.connection_file)
