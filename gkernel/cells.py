@@ -7,16 +7,24 @@ or transitively. The :class:`Cell` lives in that dict, so output and display
 calls from any greenlet a cell spawned find that cell -- also after the cell
 finished and its own greenlet is gone.
 
+Real OS threads have no spawn tree: :func:`follow_threads` makes
+``threading.Thread.start`` note the starting code's cell on the thread, so
+output of a thread a cell started (with monkey-patching off, or a C library's
+thread that runs Python code) goes to that cell too.
+
 Greenlets spawned from the hub (a gevent server's connection handlers, for
 example) belong to no cell; callers treat that case themselves.
 Nothing here is per-kernel state: a Cell names its kernel.
 """
 
+import threading
+
 from gevent import Greenlet, getcurrent
 
-__all__ = ["Cell", "spawn_in_cell", "current_cell"]
+__all__ = ["Cell", "spawn_in_cell", "current_cell", "follow_threads"]
 
 _KEY = "gkernel.cell"
+_THREAD_ATTR = "_gkernel_cell"
 
 
 class Cell:
@@ -40,6 +48,23 @@ def spawn_in_cell(cell, func, *args):
 
 
 def current_cell():
-    """The cell the current greenlet works for, or None (hub, unrelated code)."""
+    """The cell the current greenlet or thread works for, or None (hub, unrelated code)."""
     tree = getattr(getcurrent(), "spawn_tree_locals", None)
-    return tree.get(_KEY) if tree else None
+    if tree is not None:
+        return tree.get(_KEY)
+    # Not a gevent Greenlet: a thread's main greenlet, or the hub.
+    return getattr(threading.current_thread(), _THREAD_ATTR, None)
+
+
+def follow_threads():
+    """Make threads remember the cell that started them (process-wide, idempotent)."""
+    start = threading.Thread.start
+    if getattr(start, "_gkernel", False):
+        return
+
+    def start_in_cell(thread):
+        setattr(thread, _THREAD_ATTR, current_cell())
+        return start(thread)
+
+    start_in_cell._gkernel = True
+    threading.Thread.start = start_in_cell

@@ -45,14 +45,15 @@ class Dispatcher:
         self._wakeup = Event()
         #: the greenlet running the current shell request, if any
         self.shell_greenlet = None
-        self._greenlet = None
+        #: the dispatcher's own greenlet, once started
+        self.greenlet = None
 
     def start(self):
-        self._greenlet = gevent.spawn(self._run)
+        self.greenlet = gevent.spawn(self._run)
 
     def stop(self):
         """Stop serving; a shell request still running is killed."""
-        glets = [g for g in (self._greenlet, self.shell_greenlet) if g is not None]
+        glets = [g for g in (self.greenlet, self.shell_greenlet) if g is not None]
         gevent.killall(glets, timeout=1)
 
     def put(self, priority, item):

@@ -20,35 +20,40 @@ def _cell():
     return cell
 
 
-def _flush_streams(kernel):
-    # Text printed before a display must appear before it.
-    for stream in kernel.streams.values():
-        stream.flush()
+def publish_display_data(data, metadata=None, transient=None, update=False, **ignored):
+    """Publish a ready-made mime bundle as display_data (or update_display_data).
 
-
-def publish_display_data(data, metadata=None, transient=None, update=False):
-    """Publish a ready-made mime bundle as display_data (or update_display_data)."""
+    Keywords IPython's version accepts and gkernel has no use for (``source``) are ignored.
+    """
     cell = _cell()
-    _flush_streams(cell.kernel)
+    cell.kernel.flush_output()  # text printed before a display appears before it
     content = {"data": data, "metadata": metadata or {}, "transient": transient or {}}
     msg_type = "update_display_data" if update else "display_data"
     cell.kernel.publisher.publish(msg_type, content, parent=cell.parent)
 
 
-def display(*objs, raw=False, include=None, exclude=None, metadata=None,
-            display_id=None, update=False):
+def display(*objs, include=None, exclude=None, metadata=None, transient=None, display_id=None,
+            raw=False, clear=False, update=False):
     """Show each object in the cell's output, as rich as its reprs allow.
 
-    With ``raw=True`` each object is already a mime bundle. ``display_id``
-    (a string, or True for a fresh one) lets a later ``update_display`` change
-    the output in place; the id is returned.
+    The signature is IPython's. With ``raw=True`` each object is already a
+    mime bundle. ``display_id`` (a string, or True for a fresh one) lets a
+    later ``update_display`` change the output in place; the id is returned.
+    ``clear=True`` replaces the cell's output once this arrives. An object
+    with an ``_ipython_display_`` method displays itself.
     """
     if display_id is True:
         display_id = uuid.uuid4().hex
-    transient = {"display_id": display_id} if display_id else None
+    if display_id:
+        transient = {**(transient or {}), "display_id": display_id}
+    if clear:
+        clear_output(wait=True)
     for obj in objs:
         if raw:
             data, meta = obj, {}
+        elif hasattr(obj, "_ipython_display_"):
+            obj._ipython_display_()
+            continue
         else:
             data, meta = format_object(obj, include=include, exclude=exclude)
         if metadata:
@@ -65,5 +70,5 @@ def update_display(obj, *, display_id, **kwargs):
 def clear_output(wait=False):
     """Clear the cell's output now, or (``wait=True``) when new output arrives."""
     cell = _cell()
-    _flush_streams(cell.kernel)
+    cell.kernel.flush_output()
     cell.kernel.publisher.publish("clear_output", {"wait": bool(wait)}, parent=cell.parent)

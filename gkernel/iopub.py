@@ -11,13 +11,32 @@ subscription into an ``iopub_welcome`` message (protocol 5.4) on the
 subscribed topic, so a client knows its subscription is live instead of
 polling with kernel_info requests until IOPub output arrives.
 
-Greenlet affinity: ``publish`` and ``flush`` may be called from any greenlet
-of the hub's thread.
+Memory stays bounded whatever the subscribers do:
+
+* zmq's side: an XPUB never blocks a sender. Each subscriber has a pipe of at
+  most ``SNDHWM`` messages (set by the transport); when a subscriber stops
+  reading, messages for it beyond that are dropped, for it alone, while the
+  others get everything.
+* our side: the queue in front of the socket holds at most ``max_queued``
+  bytes. A greenlet that publishes past that waits (cooperatively) until the
+  publisher greenlet has handed half of it to zmq, which never takes long
+  since zmq does not block. Without this, a cell printing in a loop that
+  never yields would queue its whole output in memory.
+
+Thread affinity: ``publish``/``send`` may be called from any greenlet of the
+hub's thread, and from other OS threads, whose messages are handed over
+with the loop's thread-safe callback (never by touching the socket); such a
+thread never waits for the queue. ``flush`` and ``stop`` are for the hub's
+thread.
 """
 
+from collections import deque
+
 import gevent
+from gevent import get_hub, getcurrent
 from gevent.event import Event
-from gevent.queue import Queue
+
+from ._threads import hub_thread_check
 
 __all__ = ["IOPubPublisher"]
 
@@ -25,26 +44,49 @@ _STOP = object()
 
 
 class IOPubPublisher:
-    def __init__(self, session, socket, log):
+    def __init__(self, session, socket, log, max_queued=16 * 1024 * 1024):
         self.session = session
         self.socket = socket
         self.log = log
-        self._queue = Queue()
+        self.max_queued = max_queued
+        self._queue = deque()
+        self._queued_bytes = 0
+        self._wakeup = Event()
         self._idle = Event()
         self._idle.set()
-        self._greenlets = []
+        #: set while the queue is below max_queued
+        self._room = Event()
+        self._room.set()
+        self._hub = get_hub()
+        self._in_hub_thread = hub_thread_check()
+        #: the sender and the welcomer, once started
+        self.greenlets = []
 
     def start(self):
-        self._greenlets = [gevent.spawn(self._run), gevent.spawn(self._welcome_subscribers)]
+        self.greenlets = [gevent.spawn(self._run), gevent.spawn(self._welcome_subscribers)]
 
     def message(self, msg_type, content, parent=None, metadata=None):
         """A new message dict (not yet sent)."""
         return self.session.msg(msg_type, content, parent=parent or {}, metadata=metadata)
 
     def send(self, msg, topic=None):
-        """Queue a message dict for IOPub; returns at once."""
+        """Queue a message dict for IOPub (waits only while the queue is full)."""
+        frames = self.session.serialize(msg, ident=(topic or msg["msg_type"]).encode())
+        if self._in_hub_thread():
+            self._enqueue(frames)
+        else:
+            self._hub.loop.run_callback_threadsafe(self._enqueue, frames)
+
+    def _enqueue(self, frames):
+        self._queue.append(frames)
+        self._queued_bytes += sum(map(len, frames))
         self._idle.clear()
-        self._queue.put(self.session.serialize(msg, ident=(topic or msg["msg_type"]).encode()))
+        self._wakeup.set()
+        if self._queued_bytes > self.max_queued:
+            self._room.clear()
+            current = getcurrent()
+            if current is not self._hub and current not in self.greenlets:
+                self._room.wait()  # backpressure; the hub and our own greenlets never wait
 
     def publish(self, msg_type, content, parent=None, topic=None, metadata=None):
         """Queue one new message for IOPub; returns at once with the message dict."""
@@ -67,16 +109,22 @@ class IOPubPublisher:
             self.publish("iopub_welcome", {"subscription": topic}, topic=topic)
 
     def _run(self):
+        queue = self._queue
         while True:
-            frames = self._queue.get()
+            while not queue:
+                self._idle.set()
+                self._wakeup.clear()
+                self._wakeup.wait()
+            frames = queue.popleft()
             if frames is _STOP:
                 break
+            self._queued_bytes -= sum(map(len, frames))
+            if self._queued_bytes <= self.max_queued // 2:
+                self._room.set()
             try:
                 self.socket.send_multipart(frames, copy=False)
             except Exception:  # a send failure must not kill the publisher
                 self.log.exception("IOPub send failed")
-            if not self._queue.qsize():
-                self._idle.set()
         self._idle.set()
 
     def flush(self, timeout=None):
@@ -85,8 +133,10 @@ class IOPubPublisher:
 
     def stop(self, timeout=2.0):
         """Send what is queued, then end the greenlets."""
-        if self._greenlets:
-            sender, welcomer = self._greenlets
+        if self.greenlets:
+            sender, welcomer = self.greenlets
             welcomer.kill()
-            self._queue.put(_STOP)
+            self._queue.append(_STOP)
+            self._wakeup.set()
             sender.join(timeout)
+            self._room.set()  # release anyone still waiting for room

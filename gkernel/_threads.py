@@ -1,0 +1,19 @@
+"""Which OS thread is this? Answered with the unpatched ``_thread.get_ident``.
+
+After ``gevent.monkey.patch_all()`` the ``threading``/``_thread`` identity
+functions answer per greenlet; code that must know whether it runs in the
+hub's OS thread (to hand work over with ``loop.run_callback_threadsafe``
+otherwise) asks the original.
+"""
+
+from gevent.monkey import get_original
+
+__all__ = ["os_thread_ident", "hub_thread_check"]
+
+os_thread_ident = get_original("_thread", "get_ident")
+
+
+def hub_thread_check():
+    """A callable answering whether it is called in the OS thread that made it."""
+    ident = os_thread_ident()
+    return lambda: os_thread_ident() == ident
