@@ -16,6 +16,7 @@ against the fields it declared (:mod:`gkernel.messages`).
 """
 
 import json
+import os
 import platform
 import sys
 import traceback
@@ -27,6 +28,7 @@ from traitlets import Float
 from traitlets.config import LoggingConfigurable
 
 from . import __version__
+from ._threads import hub_thread_check
 from .cells import Cell, current_cell, spawn_in_cell
 from .dispatcher import CONTROL, SHELL, Dispatcher, settle
 from .heartbeat import Heartbeat
@@ -34,7 +36,7 @@ from .history import HistoryManager
 from .interpreter import Interpreter
 from .iopub import IOPubPublisher
 from .messages import InvalidRequest, field, parse_content
-from .outstream import KernelStream
+from .outstream import KernelOutput
 from .usage import UsageMeter
 
 __all__ = ["Kernel", "PROTOCOL_VERSION"]
@@ -84,10 +86,9 @@ class Kernel(LoggingConfigurable):
         self.session = session
         self.transport = transport
         self.publisher = IOPubPublisher(session, transport.iopub, self.log)
-        self.streams = {
-            name: KernelStream(self.publisher, name, self.stream_flush_interval)
-            for name in ("stdout", "stderr")
-        }
+        self.output = KernelOutput(self.publisher, self.stream_flush_interval)
+        #: fd-level captures (:mod:`gkernel.fdcapture`) the host attached; read before each flush
+        self.captures = []
         self.history = HistoryManager(parent=self)
         self.interpreter = Interpreter(self.id, self._publish_result, self.history, parent=self)
         self.dispatcher = Dispatcher(self._serve, self._spawn_request, self.log)
@@ -99,6 +100,8 @@ class Kernel(LoggingConfigurable):
         self.shutdown_event = Event()
         self._abort_remaining = 0
         self._readers = []
+        self._forked = False
+        self._in_hub_thread = hub_thread_check()
 
     # -- life cycle ----------------------------------------------------------
 
@@ -117,13 +120,40 @@ class Kernel(LoggingConfigurable):
         # Readers go first: no greenlet may wait on a socket being closed.
         gevent.killall(self._readers, timeout=1)
         self.dispatcher.stop()
-        for stream in self.streams.values():
-            stream.flush()
+        self.flush_output()
         self.publisher.flush(timeout=2.0)
         self.publisher.stop()
         self.heartbeat.stop()
         self.transport.close()
         self.history.close()
+
+    def flush_output(self):
+        """Publish everything written so far: C stdio and fd-level output, then the stream buffer."""
+        if not self._in_hub_thread():
+            self.output.flush()  # hands itself over to the hub thread
+            return
+        if self.captures:
+            from .fdcapture import flush_c_stdio
+            flush_c_stdio()
+            for capture in self.captures:
+                capture.poll()
+        self.output.flush()
+
+    def enter_forked_child(self, publisher):
+        """In a forked child (see :mod:`gkernel.forks`): leave the parent's sockets alone.
+
+        Stops the socket watchers and the serving greenlets, drops inherited
+        unsent output and publishes through *publisher* (the relay pipe) from
+        now on. The forking cell goes on; when it returns, the child exits.
+        """
+        self._forked = True
+        self.transport.forget()
+        gevent.killall([*self._readers, *self.publisher.greenlets, self.dispatcher.greenlet], block=False)
+        for capture in self.captures:
+            capture.forget()
+        self.captures = []
+        self.publisher = publisher
+        self.output.rebind(publisher)
 
     def interrupt(self):
         """Raise KeyboardInterrupt in the running shell request, if any."""
@@ -189,10 +219,14 @@ class Kernel(LoggingConfigurable):
                 if msg_type == "execute_request":
                     self._reply(request, {"status": "aborted"})
                     return
-            self._reply(request, self._answer(request))
+            content = self._answer(request)
+            if self._forked:
+                # A forked child returned from the cell: the parent answers, not us.
+                self.flush_output()
+                os._exit(0)
+            self._reply(request, content)
         finally:
-            for stream in self.streams.values():
-                stream.flush()
+            self.flush_output()
             self.publisher.publish("status", {"execution_state": "idle"}, parent=msg)
             if request.after_reply is not None:
                 request.after_reply()
@@ -230,8 +264,7 @@ class Kernel(LoggingConfigurable):
         self.session.send(sock, reply_type, content, parent=request.msg, ident=request.idents)
 
     def _publish_result(self, data, metadata, execution_count):
-        for stream in self.streams.values():
-            stream.flush()
+        self.flush_output()
         self.publisher.publish(
             "execute_result",
             {"execution_count": execution_count, "data": data, "metadata": metadata},
@@ -263,8 +296,7 @@ class Kernel(LoggingConfigurable):
             return {"status": "ok", "execution_count": interp.execution_count,
                     "payload": result.payload,
                     "user_expressions": interp.user_expressions(user_expressions)}
-        for stream in self.streams.values():
-            stream.flush()
+        self.flush_output()
         if not silent:
             self.publisher.publish("error", result.error, parent=request.msg)
         if stop_on_error:

@@ -8,8 +8,9 @@ clients can connect while the rest starts), patches, and only then imports
 jupyter_client for the Session and the connection file.
 
 Then it replaces ``sys.stdout``/``sys.stderr`` with
-routers to the kernel, installs the SIGINT and SIGTERM handlers, serves until
-a shutdown request, and exits 0.
+routers to the kernel, captures file descriptors 1 and 2, installs the fork
+relay and the SIGINT and SIGTERM handlers, serves until a shutdown request,
+restores the streams and fds, and exits 0.
 """
 
 import json
@@ -18,7 +19,7 @@ import signal
 import sys
 
 from jupyter_core.paths import jupyter_config_path, jupyter_runtime_dir
-from traitlets import Bool, CaselessStrEnum, Unicode
+from traitlets import Bool, CaselessStrEnum, Integer, Unicode
 from traitlets.config import Application
 
 from . import __version__
@@ -62,6 +63,16 @@ class GKernelApp(Application):
                     "libraries write terminal colours and progress bars."
     ).tag(config=True)
     echo = Bool(False, help="Also copy cell output to the kernel process's own stdout/stderr.").tag(config=True)
+    capture_fd = Bool(
+        True, help="Capture file descriptors 1 and 2, so output of os.write, subprocesses and C "
+                   "code reaches the cells. Off, such output goes to the kernel process's own "
+                   "stdout/stderr."
+    ).tag(config=True)
+    iopub_hwm = Integer(
+        1000, help="IOPub send high-water mark: messages zmq keeps for a subscriber that does not "
+                   "read; beyond it that subscriber misses messages (the kernel never waits). "
+                   "0 means no limit."
+    ).tag(config=True)
     config_file_name = Unicode("gkernel_config", help="Base name of config files searched in Jupyter's config path.")
 
     aliases = {
@@ -72,6 +83,7 @@ class GKernelApp(Application):
     }
     flags = {
         "no-monkey-patch": ({"GKernelApp": {"monkey_patch": False}}, "Do not call gevent.monkey.patch_all()."),
+        "no-capture-fd": ({"GKernelApp": {"capture_fd": False}}, "Leave file descriptors 1 and 2 alone."),
         "debug": ({"Application": {"log_level": 10}}, "Log at DEBUG level."),
     }
 
@@ -92,7 +104,7 @@ class GKernelApp(Application):
         self._info, self._own_file = self._connection_info()
         self._context = zmq.Context()
         try:
-            self._transport = Transport(self._context, self._info)
+            self._transport = Transport(self._context, self._info, iopub_hwm=self.iopub_hwm)
         except zmq.ZMQError as exc:
             self.log.critical("cannot bind the kernel's ports on %s: %s", self._info.get("ip"), exc)
             self.exit(1)
@@ -100,19 +112,14 @@ class GKernelApp(Application):
     def start(self):
         from jupyter_client.session import Session
 
-        from .outstream import StreamRouter
-
         info, own_file, context, transport = self._info, self._own_file, self._context, self._transport
         session = Session(key=info["key"].encode(), signature_scheme=info["signature_scheme"],
                           username="kernel", parent=self)
         transport.green()
         kernel = Kernel(session, transport, parent=self)
-
-        originals = sys.stdout, sys.stderr
-        sys.stdout, sys.stderr = (
-            StreamRouter(name, original, lambda: kernel, isatty=self.isatty, echo=self.echo)
-            for name, original in (("stdout", sys.stdout), ("stderr", sys.stderr))
-        )
+        restore_output = self._capture_output(kernel)
+        from . import ipython_display
+        ipython_display.install()
         sys.modules["__main__"] = kernel.interpreter.user_module
         signal.signal(signal.SIGINT, self._on_sigint(kernel))
         import gevent
@@ -129,10 +136,58 @@ class GKernelApp(Application):
             kernel.shutdown_event.wait()
         finally:
             kernel.close()
-            sys.stdout, sys.stderr = originals
+            restore_output()
             context.destroy(linger=0)
             if own_file:
                 self._remove_connection_file()
+
+    def _capture_output(self, kernel):
+        """Route sys.stdout/stderr (and fds 1 and 2) to *kernel*; returns the undo function."""
+        from .cells import follow_threads
+        from .forks import ForkRelay
+        from .outstream import StreamRouter
+
+        originals = sys.stdout, sys.stderr
+        targets = dict(zip(("stdout", "stderr"), originals))
+        captures = {}
+        if self.capture_fd:
+            from .fdcapture import FdCapture
+
+            for fd, name in enumerate(("stdout", "stderr"), start=1):
+                targets[name].flush()
+                captures[name] = FdCapture(fd, self._fd_sink(kernel, name))
+                # Our log and echo go where fd 1/2 went before: never into a cell.
+                targets[name] = captures[name].original_stream()
+            self._redirect_log(originals[1], targets["stderr"])
+            kernel.captures = list(captures.values())
+        sys.stdout, sys.stderr = (
+            StreamRouter(name, targets[name], lambda: kernel, isatty=self.isatty, echo=self.echo,
+                         capture=captures.get(name))
+            for name in ("stdout", "stderr")
+        )
+        follow_threads()
+        ForkRelay(lambda: [kernel], self.log).install()
+
+        def restore():
+            sys.stdout, sys.stderr = originals
+            kernel.captures = []
+            for capture in captures.values():
+                capture.close()
+            if captures:
+                self._redirect_log(targets["stderr"], originals[1])
+        return restore
+
+    @staticmethod
+    def _fd_sink(kernel, name):
+        """fd-level text goes to the cell that polled (a print's), else the most recent cell."""
+        def sink(text, parent):
+            kernel.output.write(name, text, parent or kernel.last_parent)
+        return sink
+
+    def _redirect_log(self, old, new):
+        for handler in self.log.handlers:
+            if getattr(handler, "stream", None) is old:
+                handler.setStream(new)
 
     @staticmethod
     def _on_sigint(kernel):

@@ -43,11 +43,12 @@ class Transport:
 
     ``context`` is a native ``zmq.Context`` (the host owns and destroys it);
     ``info`` a connection-info dict (``transport``, ``ip``, ``*_port``) whose
-    zero ports are filled in. After :meth:`green`, the attributes ``shell``,
+    zero ports are filled in; ``iopub_hwm`` is the IOPub send high-water
+    mark (messages per subscriber). After :meth:`green`, the attributes ``shell``,
     ``control``, ``stdin`` and ``iopub`` are green sockets; ``hb`` is native.
     """
 
-    def __init__(self, context, info):
+    def __init__(self, context, info, iopub_hwm=1000):
         self.context = context
         self.info = info
         self._native = {}
@@ -64,6 +65,9 @@ class Transport:
                 # Report every subscription, not only the first one per topic:
                 # each new client gets its own iopub_welcome.
                 sock.xpub_verbose = 1
+                # A subscriber that stops reading gets at most this many
+                # messages queued; beyond, zmq drops them for it alone.
+                sock.sndhwm = iopub_hwm
             self._bind(sock, name)
             self._native[name] = sock
             setattr(self, name, sock)
@@ -94,6 +98,19 @@ class Transport:
         for name, sock in self._native.items():
             if name != "hb":
                 setattr(self, name, zmq.green.Socket.shadow(sock.underlying))
+
+    def forget(self):
+        """In a forked child: stop watching the sockets, which belong to the parent.
+
+        A ``zmq.green`` socket keeps a hub watcher on its notification fd,
+        which a child shares with the parent; left running, the child's hub
+        would call into the parent's libzmq state. There is no public way to
+        stop it, hence the private ``_state_event``.
+        """
+        for name in self._native:
+            watcher = getattr(getattr(self, name), "_state_event", None)
+            if watcher is not None:
+                watcher.stop()
 
     def close(self):
         """Close the channel sockets (the heartbeat closes its own)."""
