@@ -21,9 +21,10 @@ import threading
 
 from gevent import Greenlet, getcurrent
 
-__all__ = ["Cell", "spawn_in_cell", "current_cell", "follow_threads"]
+__all__ = ["Cell", "spawn_in_cell", "current_cell", "follow_threads", "CELL_KEY"]
 
-_KEY = "gkernel.cell"
+#: the key of the Cell in a spawn tree's locals
+CELL_KEY = "gkernel.cell"
 _THREAD_ATTR = "_gkernel_cell"
 
 
@@ -42,7 +43,7 @@ class Cell:
 def spawn_in_cell(cell, func, *args):
     """Start ``func(*args)`` in a new greenlet that roots a spawn tree owned by *cell*."""
     glet = Greenlet(func, *args)
-    glet.spawn_tree_locals = {_KEY: cell}
+    glet.spawn_tree_locals = {CELL_KEY: cell}
     glet.start()
     return glet
 
@@ -51,7 +52,7 @@ def current_cell():
     """The cell the current greenlet or thread works for, or None (hub, unrelated code)."""
     tree = getattr(getcurrent(), "spawn_tree_locals", None)
     if tree is not None:
-        return tree.get(_KEY)
+        return tree.get(CELL_KEY)
     # Not a gevent Greenlet: a thread's main greenlet, or the hub.
     return getattr(threading.current_thread(), _THREAD_ATTR, None)
 

@@ -14,7 +14,7 @@ returns at once. A hub timer polls the file's end every ``poll_interval``
 seconds, reads what is new from a separate descriptor in ``chunk_size``
 pieces, and frees the pages it has read (``fallocate(PUNCH_HOLE)``), so memory holds only what is unread.
 The stream router polls too before it buffers Python-level text, which keeps
-Python-level and fd-level writes in order (one ``lseek`` per write).
+Python-level and fd-level writes in order (one ``lseek`` per write, :meth:`FdCapture.unread`).
 
 Thread affinity: hub thread only. Process-wide: a process has one fd 1, so
 its host owns the captures; :meth:`close` restores the original fds.
@@ -32,6 +32,7 @@ __all__ = ["FdCapture", "flush_c_stdio"]
 _FALLOC_FL_KEEP_SIZE = 0x01
 _FALLOC_FL_PUNCH_HOLE = 0x02
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+_lseek, _SEEK_END = os.lseek, os.SEEK_END
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
 
@@ -53,11 +54,17 @@ class FdCapture:
         self.sink = sink
         self.chunk_size = chunk_size
         self.free_size = free_size
-        self._file = os.memfd_create(f"gkernel-fd{fd}", os.MFD_CLOEXEC)
+        self._file = os.memfd_create(f"gkernel-fd{fd}", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        # Truncation would destroy unread output: `echo x > /dev/stdout` in a
+        # shell opens the file anew with O_TRUNC. Sealed, that open fails with
+        # a clear error instead (`>>` and `>&1` work).
+        fcntl.fcntl(self._file, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK)
         # O_APPEND: the kernel and its children share this file; appends never interleave.
         fcntl.fcntl(self._file, fcntl.F_SETFL, fcntl.fcntl(self._file, fcntl.F_GETFL) | os.O_APPEND)
-        self._reader = os.open(f"/proc/self/fd/{self._file}", os.O_RDONLY | os.O_CLOEXEC)
-        self._offset = 0
+        #: a descriptor of its own for reading, and how far it has read: a
+        #: writer checks ``lseek(reader_fd, 0, SEEK_END) != offset`` to see unread output
+        self.reader_fd = os.open(f"/proc/self/fd/{self._file}", os.O_RDONLY | os.O_CLOEXEC)
+        self.offset = 0
         self._freed = 0
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self._polling = False
@@ -72,20 +79,24 @@ class FdCapture:
         return open(self.saved_fd, "w", buffering=1, encoding="utf-8", errors="backslashreplace",
                     closefd=False)
 
+    def unread(self):
+        """Whether anything was written that :meth:`poll` has not read yet (one ``lseek``)."""
+        return _lseek(self.reader_fd, 0, _SEEK_END) != self.offset
+
     def poll(self, parent=None):
         """Hand everything written so far to the sink."""
         if self._polling:
             return  # the sink waited for IOPub room and the timer fired meanwhile
-        end = os.lseek(self._reader, 0, os.SEEK_END)
-        if end == self._offset:
+        end = os.lseek(self.reader_fd, 0, os.SEEK_END)
+        if end == self.offset:
             return
         self._polling = True
         try:
-            while self._offset < end:
-                data = os.pread(self._reader, min(self.chunk_size, end - self._offset), self._offset)
+            while self.offset < end:
+                data = os.pread(self.reader_fd, min(self.chunk_size, end - self.offset), self.offset)
                 if not data:
                     break
-                self._offset += len(data)
+                self.offset += len(data)
                 text = self._decoder.decode(data)
                 if text:
                     self.sink(text, parent)
@@ -94,7 +105,7 @@ class FdCapture:
             self._polling = False
 
     def _free_read_pages(self):
-        upto = self._offset - self._offset % _PAGE
+        upto = self.offset - self.offset % _PAGE
         if upto - self._freed >= self.free_size:
             if _libc.fallocate(self._file, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, 0, upto) == 0:
                 self._freed = upto
@@ -103,7 +114,6 @@ class FdCapture:
         """In a forked child: stop reading (the parent reads), keep the fd as it is."""
         self._timer.close()
         self._polling = True  # poll() becomes a no-op
-        os.close(self._reader)
 
     def close(self):
         """Deliver what is left, then give the fd back its original target."""
@@ -111,5 +121,5 @@ class FdCapture:
         flush_c_stdio()
         self.poll()
         os.dup2(self.saved_fd, self.fd)
-        for fd in (self._reader, self._file, self.saved_fd):
+        for fd in (self.reader_fd, self._file, self.saved_fd):
             os.close(fd)

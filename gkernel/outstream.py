@@ -31,10 +31,13 @@ import io
 
 from gevent import get_hub
 
-from ._threads import hub_thread_check
-from .cells import current_cell
+from gevent import getcurrent
+
+from ._threads import hub_thread_check, os_thread_ident
+from .cells import CELL_KEY, current_cell
 
 __all__ = ["KernelOutput", "StreamRouter", "STREAM_NAMES"]
+
 
 STREAM_NAMES = ("stdout", "stderr")
 
@@ -56,6 +59,7 @@ class KernelOutput:
         self._last_flush = 0.0
         self._line_buffered = False
         self._in_hub_thread = hub_thread_check()
+        self._thread = os_thread_ident()
 
     def register_hook(self, name, hook):
         """Call ``hook(msg)`` on each outgoing *name* message; it returns the message to send, or None."""
@@ -71,6 +75,15 @@ class KernelOutput:
 
     def write(self, name, text, parent):
         """Buffer *text* for stream *name* of the cell whose request is *parent*."""
+        # Hot path (every print calls this twice): more text for the same
+        # stream and cell, in the hub's thread, while a flush is pending.
+        if (self._parts and parent is self._parent and name == self._name
+                and os_thread_ident() == self._thread and not self._line_buffered):
+            self._parts.append(text)
+            self._size += len(text)
+            if self._size >= self.max_buffer:
+                self.flush()
+            return
         if not self._in_hub_thread():
             self._loop.run_callback_threadsafe(self.write, name, text, parent)
             return
@@ -173,7 +186,9 @@ class StreamRouter(io.TextIOBase):
         return self.capture.fd
 
     def _target(self):
-        cell = current_cell()
+        # current_cell(), inlined for the common case: every print calls this twice.
+        tree = getattr(getcurrent(), "spawn_tree_locals", None)
+        cell = tree.get(CELL_KEY) if tree is not None else current_cell()
         if cell is not None:
             return cell.kernel, cell.parent
         kernel = self.fallback() if self.fallback else None
@@ -182,7 +197,7 @@ class StreamRouter(io.TextIOBase):
         return None, None
 
     def write(self, text):
-        if not isinstance(text, str):
+        if text.__class__ is not str and not isinstance(text, str):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
         if self.closed:
             raise ValueError("I/O operation on closed file.")
@@ -191,8 +206,9 @@ class StreamRouter(io.TextIOBase):
         kernel, parent = self._target()
         if kernel is None:
             return self.original.write(text)
-        if self.capture is not None:
-            self.capture.poll(parent)  # fd-level output written before this text goes first
+        capture = self.capture
+        if capture is not None and capture.unread():
+            capture.poll(parent)  # fd-level output written before this text goes first
         kernel.output.write(self.name, text, parent)
         return len(text)
 

@@ -7,6 +7,7 @@ of each measure and the gkernel/ipykernel ratio of the medians.
 """
 
 import argparse
+import collections
 import statistics
 import sys
 import time
@@ -95,12 +96,55 @@ def kernel_info_round_trip(kc):
     return elapsed
 
 
+LINES = 100_000
+MEGABYTES = 100
+
+
+def output_run(kc, code):
+    """Run *code*; return (seconds until idle, text received, stream messages, seconds to first output)."""
+    t0 = time.perf_counter()
+    msg_id = kc.execute(code)
+    parts, first = [], None
+    while True:
+        msg = kc.get_iopub_msg(timeout=60)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "stream":
+            first = first or time.perf_counter() - t0
+            parts.append(msg["content"]["text"])
+        elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            elapsed = time.perf_counter() - t0
+            break
+    wait_reply(kc, msg_id)
+    return elapsed, "".join(parts), len(parts), first
+
+
+def output_throughput(kc, result):
+    """100k numbered lines, 100 MB of text, and the delay of a cell's first output."""
+    elapsed, text, messages, _ = output_run(kc, f"for i in range({LINES}):\n    print(i)")
+    expected = "".join(f"{i}\n" for i in range(LINES))
+    result["lines_time"].append(elapsed)
+    result["lines_per_s"].append(LINES / elapsed)
+    result["lines_messages"].append(messages)
+    result["lines_lost"].append(LINES - len(set(text.splitlines()) & set(expected.splitlines())))
+    elapsed, text, messages, _ = output_run(
+        kc, f"line = 'x' * 999\nfor i in range({MEGABYTES} * 1000):\n    print(line)")
+    assert len(text) == MEGABYTES * 1_000_000, f"lost {MEGABYTES * 1_000_000 - len(text)} characters"
+    result["mb_time"].append(elapsed)
+    result["mb_per_s"].append(MEGABYTES / elapsed)
+    result["mb_messages"].append(messages)
+    _, _, _, first = output_run(kc, "import time\nprint('first')\ntime.sleep(0.3)")
+    result["first_output"].append(first)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--starts", type=int, default=8, help="kernel starts per kernel (default 8)")
     parser.add_argument("--rounds", type=int, default=10, help="rounds of 50 requests per kernel (default 10)")
+    parser.add_argument("--output-rounds", type=int, default=3,
+                        help="rounds of the output throughput runs per kernel (default 3)")
     args = parser.parse_args()
-    results = {name: {"start": [], "rss": [], "execute": [], "kernel_info": []} for name in KERNELS}
+    results = {name: collections.defaultdict(list) for name in KERNELS}
 
     print(f"starting each kernel {args.starts} times...", file=sys.stderr)
     for _ in range(args.starts):
@@ -120,23 +164,50 @@ def main():
         for name, (km, kc, _) in clients.items():
             results[name]["execute"] += [execute_round_trip(kc) for _ in range(50)]
             results[name]["kernel_info"] += [kernel_info_round_trip(kc) for _ in range(50)]
+    print(f"{args.output_rounds} rounds of output throughput runs per kernel...", file=sys.stderr)
+    for _ in range(args.output_rounds):
+        for name, (km, kc, _) in clients.items():
+            output_throughput(kc, results[name])
     for km, kc, _ in clients.values():
         stop(km, kc)
 
-    rows = [
+    print(f"\ngkernel vs ipykernel (Python {sys.version.split()[0]}); ratio = gkernel / ipykernel\n")
+    table("Latency and memory (lower is better)", results, [
         ("start to first kernel_info_reply", "start", 1000, "ms"),
         ("execute 'pass' round trip (reply + idle)", "execute", 1000, "ms"),
         ("kernel_info round trip", "kernel_info", 1000, "ms"),
         ("RSS after start", "rss", 1, "MB"),
-    ]
+    ])
+    table(f"Output throughput (median of {args.output_rounds} runs)", results, [
+        (f"{LINES // 1000}k printed lines: time until all arrived", "lines_time", 1000, "ms"),
+        (f"{LINES // 1000}k printed lines: lines/s (higher is better)", "lines_per_s", 1, ""),
+        (f"{LINES // 1000}k printed lines: stream messages", "lines_messages", 1, ""),
+        (f"{LINES // 1000}k printed lines: lines lost", "lines_lost", 1, ""),
+        (f"{MEGABYTES} MB printed: time until all arrived", "mb_time", 1000, "ms"),
+        (f"{MEGABYTES} MB printed: MB/s (higher is better)", "mb_per_s", 1, ""),
+        (f"{MEGABYTES} MB printed: stream messages", "mb_messages", 1, ""),
+        ("first output of a cell: time after the request", "first_output", 1000, "ms"),
+    ], p99=False)
+
+
+def table(title, results, rows, p99=True):
     g, i = results["gkernel"], results["ipykernel"]
-    print(f"\ngkernel vs ipykernel (Python {sys.version.split()[0]}; lower is better)\n")
-    print("| measure | gkernel median | gkernel p99 | ipykernel median | ipykernel p99 | ratio |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print(f"{title}\n")
+    if p99:
+        print("| measure | gkernel median | gkernel p99 | ipykernel median | ipykernel p99 | ratio |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    else:
+        print("| measure | gkernel | ipykernel | ratio |")
+        print("| --- | ---: | ---: | ---: |")
     for label, key, scale, unit in rows:
         gm, im = statistics.median(g[key]) * scale, statistics.median(i[key]) * scale
-        gp, ip = percentile(g[key], 99) * scale, percentile(i[key], 99) * scale
-        print(f"| {label} | {gm:.2f} {unit} | {gp:.2f} {unit} | {im:.2f} {unit} | {ip:.2f} {unit} | {gm / im:.2f}x |")
+        ratio = f"{gm / im:.2f}x" if im else "-"
+        if p99:
+            gp, ip = percentile(g[key], 99) * scale, percentile(i[key], 99) * scale
+            print(f"| {label} | {gm:.2f} {unit} | {gp:.2f} {unit} | {im:.2f} {unit} | {ip:.2f} {unit} | {ratio} |")
+        else:
+            print(f"| {label} | {gm:,.1f} {unit} | {im:,.1f} {unit} | {ratio} |")
+    print()
 
 
 if __name__ == "__main__":

@@ -53,10 +53,14 @@ def test_fd_level_output_reaches_the_cell(kc):
                           "os.write(2, b'os.write to 2\\n')\n"
                           "os.system('echo from-system; echo system-err >&2')\n"
                           "subprocess.run(['echo', 'from-subprocess'])\n"
+                          "os.system('echo appended >> /dev/stdout')\n"
+                          "os.system('echo truncating > /dev/stdout')  # refused: it would lose output\n"
                           "ctypes.CDLL(None).printf(b'from C printf\\n')\n"
                           "print('python', flush=True)")
-    assert text_of(msgs, "stdout") == "os.write\nfrom-system\nfrom-subprocess\nfrom C printf\npython\n"
-    assert text_of(msgs, "stderr") == "os.write to 2\nsystem-err\n"
+    assert text_of(msgs, "stdout") == "os.write\nfrom-system\nfrom-subprocess\nappended\nfrom C printf\npython\n"
+    stderr = text_of(msgs, "stderr")
+    assert stderr.startswith("os.write to 2\nsystem-err\n")
+    assert "/dev/stdout" in stderr and "not permitted" in stderr
     assert result_of(kc, "import sys\n(sys.stdout.fileno(), sys.stderr.fileno())") == "(1, 2)"
 
 
