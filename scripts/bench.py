@@ -22,11 +22,11 @@ def percentile(values, q):
     return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
 
 
-def start(kernel_name):
+def start(kernel_name, extra_arguments=()):
     """Start a kernel; return (manager, client, seconds until the first kernel_info_reply)."""
     t0 = time.perf_counter()
     km = KernelManager(kernel_name=kernel_name)
-    km.start_kernel()
+    km.start_kernel(extra_arguments=list(extra_arguments))
     kc = km.client()
     kc.start_channels(hb=False)
     while True:
@@ -143,18 +143,21 @@ def main():
     parser.add_argument("--rounds", type=int, default=10, help="rounds of 50 requests per kernel (default 10)")
     parser.add_argument("--output-rounds", type=int, default=3,
                         help="rounds of the output throughput runs per kernel (default 3)")
+    parser.add_argument("--gkernel-arg", action="append", default=[], metavar="ARG",
+                        help="extra command-line argument for the gkernel kernels, e.g. --gkernel-arg=--no-capture-fd")
     args = parser.parse_args()
+    extra = {"gkernel": args.gkernel_arg, "ipykernel": []}
     results = {name: collections.defaultdict(list) for name in KERNELS}
 
     print(f"starting each kernel {args.starts} times...", file=sys.stderr)
     for _ in range(args.starts):
         for name, spec in KERNELS.items():
-            km, kc, elapsed = start(spec)
+            km, kc, elapsed = start(spec, extra[name])
             results[name]["start"].append(elapsed)
             results[name]["rss"].append(rss_mb(km))
             stop(km, kc)
 
-    clients = {name: start(spec) for name, spec in KERNELS.items()}
+    clients = {name: start(spec, extra[name]) for name, spec in KERNELS.items()}
     print(f"{args.rounds} rounds of 50 executes and 50 kernel_info requests per kernel...", file=sys.stderr)
     for name, (km, kc, _) in clients.items():  # warm up
         for _ in range(20):
@@ -171,7 +174,8 @@ def main():
     for km, kc, _ in clients.values():
         stop(km, kc)
 
-    print(f"\ngkernel vs ipykernel (Python {sys.version.split()[0]}); ratio = gkernel / ipykernel\n")
+    options = f", gkernel with {' '.join(args.gkernel_arg)}" if args.gkernel_arg else ""
+    print(f"\ngkernel vs ipykernel (Python {sys.version.split()[0]}{options}); ratio = gkernel / ipykernel\n")
     table("Latency and memory (lower is better)", results, [
         ("start to first kernel_info_reply", "start", 1000, "ms"),
         ("execute 'pass' round trip (reply + idle)", "execute", 1000, "ms"),

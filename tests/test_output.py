@@ -196,6 +196,9 @@ def test_capture_off_and_real_threads(tmp_path):
                 msg = kc.get_iopub_msg(timeout=5)
             assert msg["content"]["text"] == "from a real thread True\n"
             assert msg["parent_header"]["msg_id"] == starter
+            _, msgs = execute(kc, "import gevent\n"
+                                  "gevent.get_hub().threadpool.spawn(print, 'from the hub threadpool').get()")
+            assert stdout_of(msgs) == "from the hub threadpool\n"
         finally:
             stop_kernel(km, kc)
     assert "to the real fd\n" in (tmp_path / "stdout.txt").read_text()
