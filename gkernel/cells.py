@@ -31,13 +31,17 @@ _THREAD_ATTR = "_gkernel_cell"
 class Cell:
     """The kernel and request a piece of running code belongs to."""
 
-    __slots__ = ("kernel", "parent")
+    __slots__ = ("kernel", "parent", "idents", "allow_stdin")
 
-    def __init__(self, kernel, parent):
+    def __init__(self, kernel, parent, idents=()):
         self.kernel = kernel
         #: the request message dict: its header is the parent header of
         #: everything published for this cell
         self.parent = parent
+        #: the requesting client's routing identities (where input requests go)
+        self.idents = idents
+        #: whether input() may ask the client: set by execute_request, cleared when the request ends
+        self.allow_stdin = False
 
 
 def spawn_in_cell(cell, func, *args):
