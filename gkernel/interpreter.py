@@ -20,6 +20,7 @@ import re
 import traceback
 import types
 
+from gevent import GreenletExit
 from traitlets import Bool
 from traitlets.config import LoggingConfigurable
 
@@ -87,6 +88,8 @@ class Interpreter(LoggingConfigurable):
             if show_last:
                 value = eval(self._code(ast.Expression(last.value), filename, "eval"), self.user_ns)
                 self._show(value, store_history)
+        except GreenletExit:
+            raise  # the kernel stops this cell's greenlet (shutdown): not the user's error
         except BaseException as exc:  # the user's exception, including KeyboardInterrupt/SystemExit
             return CellResult(error=self.format_error(exc))
         return CellResult()

@@ -23,6 +23,8 @@ import traceback
 import uuid
 
 import gevent
+import zmq
+from gevent import getcurrent
 from gevent.event import Event
 from traitlets import Float
 from traitlets.config import LoggingConfigurable
@@ -37,6 +39,7 @@ from .interpreter import Interpreter
 from .iopub import IOPubPublisher
 from .messages import InvalidRequest, field, parse_content
 from .outstream import KernelOutput
+from .stdin import StdinChannel, install_patches, remove_patches
 from .usage import UsageMeter
 
 __all__ = ["Kernel", "PROTOCOL_VERSION"]
@@ -73,6 +76,24 @@ class Request:
         return self.msg["header"]["msg_type"]
 
 
+class ExitCommand:
+    """``exit`` and ``quit`` in cells, as in the reference kernel.
+
+    ``exit()`` answers the cell with an ``ask_exit`` payload, then the kernel
+    shuts down cleanly; ``exit(keep_kernel=True)`` only sends the payload.
+    ``sys.exit()`` stays an ordinary exception: an error reply, the kernel lives on.
+    """
+
+    def __init__(self, kernel):
+        self._kernel = kernel
+
+    def __repr__(self):
+        return "Use exit() or quit() to shut this kernel down; exit(keep_kernel=True) keeps it running."
+
+    def __call__(self, keep_kernel=False):
+        self._kernel.ask_exit(keep_kernel)
+
+
 class Kernel(LoggingConfigurable):
     """A Jupyter kernel for Python, served by greenlets of the current hub."""
 
@@ -80,7 +101,7 @@ class Kernel(LoggingConfigurable):
         0.05, help="Seconds output may wait in a stream buffer before it is published."
     ).tag(config=True)
 
-    def __init__(self, session, transport, kernel_id=None, **kwargs):
+    def __init__(self, session, transport, kernel_id=None, cpu_watch=None, **kwargs):
         super().__init__(**kwargs)
         self.id = kernel_id or str(uuid.uuid4())
         self.session = session
@@ -89,8 +110,12 @@ class Kernel(LoggingConfigurable):
         self.output = KernelOutput(self.publisher, self.stream_flush_interval)
         #: fd-level captures (:mod:`gkernel.fdcapture`) the host attached; read before each flush
         self.captures = []
+        self.stdin = StdinChannel(session, transport.stdin, self.log)
+        #: the host's :class:`~gkernel.cpuwatch.CpuWatch`, armed while a cell runs
+        self.cpu_watch = cpu_watch
         self.history = HistoryManager(parent=self)
         self.interpreter = Interpreter(self.id, self._publish_result, self.history, parent=self)
+        self.interpreter.user_ns.update(exit=ExitCommand(self), quit=ExitCommand(self))
         self.dispatcher = Dispatcher(self._serve, self._spawn_request, self.log)
         self.heartbeat = Heartbeat(transport.context, transport.hb)
         self.usage = UsageMeter()
@@ -101,12 +126,18 @@ class Kernel(LoggingConfigurable):
         self._abort_remaining = 0
         self._readers = []
         self._forked = False
+        self._taking_in_control = False
+        self._interrupt_current = False
+        #: keep_kernel of an exit() called during the current execute_request, if any
+        self._exit_requested = None
         self._in_hub_thread = hub_thread_check()
 
     # -- life cycle ----------------------------------------------------------
 
     def start(self):
         self.publisher.start()
+        self.stdin.start()
+        install_patches(self)
         self.dispatcher.start()
         self.heartbeat.start()
         for channel, priority in (("shell", SHELL), ("control", CONTROL)):
@@ -119,7 +150,9 @@ class Kernel(LoggingConfigurable):
         """Stop serving, deliver what is queued, close the sockets."""
         # Readers go first: no greenlet may wait on a socket being closed.
         gevent.killall(self._readers, timeout=1)
+        self.stdin.stop()
         self.dispatcher.stop()
+        remove_patches(self)
         self.flush_output()
         self.publisher.flush(timeout=2.0)
         self.publisher.stop()
@@ -158,8 +191,51 @@ class Kernel(LoggingConfigurable):
     def interrupt(self):
         """Raise KeyboardInterrupt in the running shell request, if any."""
         glet = self.dispatcher.shell_greenlet
-        if glet is not None:
+        if glet is None:
+            return
+        if glet is getcurrent():
+            self._interrupt_current = True  # take_in_control raises once the reply is out
+        else:
             glet.kill(KeyboardInterrupt, block=False)
+
+    def take_in_control(self):
+        """Read waiting control requests now, from a cell's greenlet (see :mod:`gkernel.cpuwatch`).
+
+        Interrupt requests are served at once, so a cell spinning the CPU
+        gets KeyboardInterrupt; the others are queued for the dispatcher.
+        """
+        if self._taking_in_control or self._forked:
+            return
+        self._taking_in_control = True
+        try:
+            interrupts = []
+            while True:
+                try:
+                    frames = self.transport.control.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                request = self._parse("control", frames)
+                if request is None:
+                    continue
+                if request.msg_type == "interrupt_request":
+                    interrupts.append(request)
+                else:
+                    self.dispatcher.put(CONTROL, request)
+            for request in interrupts:
+                self._serve(request)
+        finally:
+            self._taking_in_control = False
+        if self._interrupt_current:
+            self._interrupt_current = False
+            raise KeyboardInterrupt
+
+    def ask_exit(self, keep_kernel=False):
+        """exit()/quit() in a cell: reply, then shut down unless *keep_kernel*."""
+        if self.dispatcher.shell_greenlet is None:
+            if not keep_kernel:  # called from a greenlet after its cell ended
+                self.shutdown_event.set()
+            return
+        self._exit_requested = keep_kernel
 
     # -- receiving -----------------------------------------------------------
 
@@ -208,7 +284,18 @@ class Kernel(LoggingConfigurable):
 
     def _spawn_request(self, func, request):
         # Each shell request roots its own spawn tree: see gkernel.cells.
-        return spawn_in_cell(Cell(self, request.msg), func, request)
+        cell = Cell(self, request.msg, request.idents)
+        return spawn_in_cell(cell, self._run_shell_request, func, cell, request)
+
+    def _run_shell_request(self, func, cell, request):
+        if self.cpu_watch is not None:
+            self.cpu_watch.cell_started()
+        try:
+            func(request)
+        finally:
+            cell.allow_stdin = False  # nobody answers input requests after the reply
+            if self.cpu_watch is not None:
+                self.cpu_watch.cell_finished()
 
     def _serve(self, request):
         msg, msg_type = request.msg, request.msg_type
@@ -285,13 +372,21 @@ class Kernel(LoggingConfigurable):
     def execute_request(self, request, code, silent, store_history, user_expressions,
                         allow_stdin, stop_on_error):
         store_history = store_history and not silent
+        current_cell().allow_stdin = allow_stdin
         interp = self.interpreter
         if not silent:
             self.last_parent = request.msg
             count = interp.execution_count + (1 if store_history else 0)
             self.publisher.publish("execute_input", {"code": code, "execution_count": count},
                                    parent=request.msg)
+        self._exit_requested = None
         result = interp.run_cell(code, store_history=store_history, silent=silent)
+        if self._exit_requested is not None:
+            # As in the reference kernel: an ok reply with an ask_exit payload, then the kernel ends.
+            keep, self._exit_requested = self._exit_requested, None
+            result.payload.append({"source": "ask_exit", "keepkernel": keep})
+            if not keep:
+                request.after_reply = self.shutdown_event.set
         if result.error is None:
             return {"status": "ok", "execution_count": interp.execution_count,
                     "payload": result.payload,

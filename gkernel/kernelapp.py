@@ -25,6 +25,7 @@ from traitlets.config import Application
 from . import __version__
 from .history import HistoryManager
 from .interpreter import Interpreter
+from .cpuwatch import CpuWatch
 from .kernel import Kernel
 
 __all__ = ["GKernelApp", "launch"]
@@ -116,14 +117,17 @@ class GKernelApp(Application):
         session = Session(key=info["key"].encode(), signature_scheme=info["signature_scheme"],
                           username="kernel", parent=self)
         transport.green()
-        kernel = Kernel(session, transport, parent=self)
+        cpu_watch = CpuWatch()
+        kernel = Kernel(session, transport, cpu_watch=cpu_watch, parent=self)
         restore_output = self._capture_output(kernel)
         from . import ipython_display
         ipython_display.install()
         sys.modules["__main__"] = kernel.interpreter.user_module
         signal.signal(signal.SIGINT, self._on_sigint(kernel))
+        cpu_watch.install()
         import gevent
         gevent.signal_handler(signal.SIGTERM, kernel.shutdown_event.set)
+        _contain_greenlet_errors(gevent.get_hub())
         if own_file or not os.path.exists(self.connection_file):
             # Written only now: a client may signal the kernel as soon as the file exists.
             self._write_connection_file(info)
@@ -133,13 +137,23 @@ class GKernelApp(Application):
         if own_file:
             self.log.warning("To connect a client: jupyter console --existing %s", self.connection_file)
         try:
-            kernel.shutdown_event.wait()
+            self._serve_until_shutdown(kernel)
         finally:
+            cpu_watch.uninstall()
             kernel.close()
             restore_output()
             context.destroy(linger=0)
             if own_file:
                 self._remove_connection_file()
+
+    def _serve_until_shutdown(self, kernel):
+        """Wait for the shutdown; what the hub throws at the main greenlet is logged, not fatal."""
+        while not kernel.shutdown_event.is_set():
+            try:
+                kernel.shutdown_event.wait()
+            except Exception:
+                # gevent sends errors of callbacks without a greenlet here.
+                self.log.exception("an error reached the kernel's main greenlet; still serving")
 
     def _capture_output(self, kernel):
         """Route sys.stdout/stderr (and fds 1 and 2) to *kernel*; returns the undo function."""
@@ -238,6 +252,34 @@ class GKernelApp(Application):
             os.remove(self.connection_file)
         except OSError:
             pass
+
+
+def _contain_greenlet_errors(hub):
+    """Report what escapes a user greenlet in its cell; never let it end the kernel.
+
+    By default gevent re-raises SystemExit and KeyboardInterrupt from any
+    greenlet in the main greenlet, which would end the kernel when a
+    background greenlet calls ``sys.exit()``, and does not even print a
+    SystemExit. Here every exception but GreenletExit is printed and none is
+    re-raised. The hub prints from the failing greenlet, so the report goes
+    to that greenlet's cell; a cell's frames are shown as ``Cell In[n]``.
+    """
+    from gevent import GreenletExit
+
+    from .cells import current_cell
+
+    hub.SYSTEM_ERROR = ()
+    hub.NOT_ERROR = (GreenletExit,)
+    print_exception = hub.print_exception
+
+    def print_exception_in_cell(context, exc_type, value, tb):
+        cell = current_cell()
+        if cell is None or not isinstance(value, BaseException):
+            return print_exception(context, exc_type, value, tb)
+        error = cell.kernel.interpreter.format_error(value)
+        sys.stderr.write("".join(error["traceback"]) + f"{context!r} failed with {exc_type.__name__}\n")
+
+    hub.print_exception = print_exception_in_cell
 
 
 def _patch_all():

@@ -321,24 +321,6 @@ def test_control_before_shell_when_both_queued(kc):
     get_reply(kc, shell_id)
 
 
-def test_interrupt_request_message_mode(kc):
-    flush_iopub(kc)
-    cell = kc.execute("import gevent\ngevent.sleep(30)")
-    time.sleep(0.3)
-    msg_id = send_control(kc, "interrupt_request")
-    assert get_reply(kc, msg_id, channel="control")["content"] == {"status": "ok"}
-    reply = get_reply(kc, cell, timeout=5)
-    assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
-    reply, msgs = execute(kc, "'alive'")
-    assert reply["content"]["status"] == "ok"
-
-
-def test_interrupt_while_idle_is_harmless(kc):
-    msg_id = send_control(kc, "interrupt_request")
-    assert get_reply(kc, msg_id, channel="control")["content"]["status"] == "ok"
-    assert execute(kc, "1 + 1")[0]["content"]["status"] == "ok"
-
-
 @pytest.mark.parametrize("restart", [False, True])
 def test_shutdown_exits_promptly(restart):
     km, kc = start_kernel()
