@@ -137,12 +137,85 @@ def output_throughput(kc, result):
     result["first_output"].append(first)
 
 
+def heartbeat_while_spinning(km, kc, result, seconds=3):
+    """Heartbeat echo round trips while a cell spins the CPU."""
+    import zmq
+
+    info = km.get_connection_info()
+    hb = zmq.Context.instance().socket(zmq.REQ)
+    hb.linger = 0
+    hb.connect(f"tcp://{info['ip']}:{info['hb_port']}")
+    try:
+        cell = kc.execute(f"import time\nend = time.perf_counter() + {seconds}\n"
+                          "while time.perf_counter() < end: pass")
+        time.sleep(0.3)
+        deadline = time.monotonic() + seconds - 0.6
+        while time.monotonic() < deadline:
+            t0 = time.perf_counter()
+            hb.send(b"ping")
+            if not hb.poll(5000):
+                raise RuntimeError("heartbeat did not answer within 5 s")
+            hb.recv()
+            result["hb_spin"].append(time.perf_counter() - t0)
+            time.sleep(0.02)
+        wait_reply(kc, cell)
+        wait_idle(kc, cell)
+    finally:
+        hb.close()
+
+
+def control_while_sleeping(kc, result):
+    """kernel_info on the control channel while a cell waits in gevent.sleep(2)."""
+    cell = kc.execute("import gevent\ngevent.sleep(2)")
+    time.sleep(0.2)
+    for _ in range(20):
+        request = kc.session.msg("kernel_info_request", {})
+        t0 = time.perf_counter()
+        kc.control_channel.send(request)
+        while kc.get_control_msg(timeout=10)["parent_header"].get("msg_id") != request["header"]["msg_id"]:
+            pass
+        result["control_sleep"].append(time.perf_counter() - t0)
+        time.sleep(0.02)
+    wait_reply(kc, cell)
+    wait_idle(kc, cell)
+
+
+def interrupt_reply_time(km, kc, code, by_message=False):
+    """Seconds from SIGINT (or an interrupt_request on control) to the KeyboardInterrupt reply."""
+    cell = kc.execute(code)
+    time.sleep(0.5)
+    t0 = time.perf_counter()
+    if by_message:
+        kc.control_channel.send(kc.session.msg("interrupt_request", {}))
+    else:
+        km.interrupt_kernel()
+    while True:
+        reply = kc.get_shell_msg(timeout=10)
+        if reply["parent_header"].get("msg_id") == cell:
+            break
+    elapsed = time.perf_counter() - t0
+    if reply["content"].get("ename") != "KeyboardInterrupt":
+        raise RuntimeError(f"interrupt gave {reply['content']}")
+    wait_idle(kc, cell)
+    return elapsed
+
+
+def under_load(km, kc, result):
+    heartbeat_while_spinning(km, kc, result)
+    control_while_sleeping(kc, result)
+    result["interrupt_sleep"].append(interrupt_reply_time(km, kc, "import time\ntime.sleep(30)"))
+    result["interrupt_cpu"].append(interrupt_reply_time(km, kc, "while True:\n    pass"))
+    result["interrupt_msg_cpu"].append(interrupt_reply_time(km, kc, "while True:\n    pass", by_message=True))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--starts", type=int, default=8, help="kernel starts per kernel (default 8)")
     parser.add_argument("--rounds", type=int, default=10, help="rounds of 50 requests per kernel (default 10)")
     parser.add_argument("--output-rounds", type=int, default=3,
                         help="rounds of the output throughput runs per kernel (default 3)")
+    parser.add_argument("--load-rounds", type=int, default=3,
+                        help="rounds of the heartbeat, control and interrupt runs per kernel (default 3)")
     parser.add_argument("--gkernel-arg", action="append", default=[], metavar="ARG",
                         help="extra command-line argument for the gkernel kernels, e.g. --gkernel-arg=--no-capture-fd")
     args = parser.parse_args()
@@ -171,6 +244,10 @@ def main():
     for _ in range(args.output_rounds):
         for name, (km, kc, _) in clients.items():
             output_throughput(kc, results[name])
+    print(f"{args.load_rounds} rounds of heartbeat, control and interrupt runs per kernel...", file=sys.stderr)
+    for _ in range(args.load_rounds):
+        for name, (km, kc, _) in clients.items():
+            under_load(km, kc, results[name])
     for km, kc, _ in clients.values():
         stop(km, kc)
 
@@ -192,6 +269,13 @@ def main():
         (f"{MEGABYTES} MB printed: stream messages", "mb_messages", 1, ""),
         ("first output of a cell: time after the request", "first_output", 1000, "ms"),
     ], p99=False)
+    table(f"Under load ({args.load_rounds} rounds; lower is better)", results, [
+        ("heartbeat echo while a cell spins the CPU", "hb_spin", 1000, "ms"),
+        ("kernel_info on control while a cell does gevent.sleep(2)", "control_sleep", 1000, "ms"),
+        ("SIGINT to KeyboardInterrupt reply, cell in time.sleep(30)", "interrupt_sleep", 1000, "ms"),
+        ("SIGINT to KeyboardInterrupt reply, cell in a CPU loop", "interrupt_cpu", 1000, "ms"),
+        ("interrupt_request to KeyboardInterrupt reply, CPU loop", "interrupt_msg_cpu", 1000, "ms"),
+    ])
 
 
 def table(title, results, rows, p99=True):
@@ -204,6 +288,8 @@ def table(title, results, rows, p99=True):
         print("| measure | gkernel | ipykernel | ratio |")
         print("| --- | ---: | ---: | ---: |")
     for label, key, scale, unit in rows:
+        if not g[key] or not i[key]:
+            continue
         gm, im = statistics.median(g[key]) * scale, statistics.median(i[key]) * scale
         ratio = f"{gm / im:.2f}x" if im else "-"
         if p99:
