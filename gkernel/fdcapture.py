@@ -43,10 +43,10 @@ def flush_c_stdio():
 
 
 class FdCapture:
-    """Captures file descriptor *fd*; ``sink(text, parent)`` receives the decoded text.
+    """Captures file descriptor *fd*; ``sink(text, target)`` receives the decoded text.
 
-    *parent* is what the caller of :meth:`poll` passed (the writing cell's
-    request, when a stream router polls), or None from the timer.
+    *target* is what the caller of :meth:`poll` passed (the writing cell's
+    kernel and request, when a stream router polls), or None from the timer.
     """
 
     def __init__(self, fd, sink, poll_interval=0.01, chunk_size=1 << 16, free_size=1 << 20):
@@ -83,7 +83,7 @@ class FdCapture:
         """Whether anything was written that :meth:`poll` has not read yet (one ``lseek``)."""
         return _lseek(self.reader_fd, 0, _SEEK_END) != self.offset
 
-    def poll(self, parent=None):
+    def poll(self, target=None):
         """Hand everything written so far to the sink."""
         if self._polling:
             return  # the sink waited for IOPub room and the timer fired meanwhile
@@ -99,7 +99,7 @@ class FdCapture:
                 self.offset += len(data)
                 text = self._decoder.decode(data)
                 if text:
-                    self.sink(text, parent)
+                    self.sink(text, target)
             self._free_read_pages()
         finally:
             self._polling = False

@@ -169,7 +169,7 @@ class Kernel(LoggingConfigurable):
             from .fdcapture import flush_c_stdio
             flush_c_stdio()
             for capture in self.captures:
-                capture.poll()
+                capture.poll((self, self.last_parent))
         self.output.flush()
 
     def enter_forked_child(self, publisher):

@@ -25,8 +25,8 @@ from traitlets.config import Application
 from . import __version__
 from .history import HistoryManager
 from .interpreter import Interpreter
-from .cpuwatch import CpuWatch
 from .kernel import Kernel
+from .process import ProcessRuntime
 
 __all__ = ["GKernelApp", "launch"]
 
@@ -117,17 +117,16 @@ class GKernelApp(Application):
         session = Session(key=info["key"].encode(), signature_scheme=info["signature_scheme"],
                           username="kernel", parent=self)
         transport.green()
-        cpu_watch = CpuWatch()
-        kernel = Kernel(session, transport, cpu_watch=cpu_watch, parent=self)
-        restore_output = self._capture_output(kernel)
-        from . import ipython_display
-        ipython_display.install()
+        kernel = None
+        process = ProcessRuntime(lambda: [kernel], self.log, capture_fd=self.capture_fd,
+                                 isatty=self.isatty, echo=self.echo)
+        kernel = Kernel(session, transport, cpu_watch=process.cpu_watch, parent=self)
+        process.start()
+        kernel.captures = list(process.captures.values())
         sys.modules["__main__"] = kernel.interpreter.user_module
         signal.signal(signal.SIGINT, self._on_sigint(kernel))
-        cpu_watch.install()
         import gevent
         gevent.signal_handler(signal.SIGTERM, kernel.shutdown_event.set)
-        _contain_greenlet_errors(gevent.get_hub())
         if own_file or not os.path.exists(self.connection_file):
             # Written only now: a client may signal the kernel as soon as the file exists.
             self._write_connection_file(info)
@@ -139,9 +138,8 @@ class GKernelApp(Application):
         try:
             self._serve_until_shutdown(kernel)
         finally:
-            cpu_watch.uninstall()
             kernel.close()
-            restore_output()
+            process.stop()
             context.destroy(linger=0)
             if own_file:
                 self._remove_connection_file()
@@ -154,54 +152,6 @@ class GKernelApp(Application):
             except Exception:
                 # gevent sends errors of callbacks without a greenlet here.
                 self.log.exception("an error reached the kernel's main greenlet; still serving")
-
-    def _capture_output(self, kernel):
-        """Route sys.stdout/stderr (and fds 1 and 2) to *kernel*; returns the undo function."""
-        from .cells import follow_threads
-        from .forks import ForkRelay
-        from .outstream import StreamRouter
-
-        originals = sys.stdout, sys.stderr
-        targets = dict(zip(("stdout", "stderr"), originals))
-        captures = {}
-        if self.capture_fd:
-            from .fdcapture import FdCapture
-
-            for fd, name in enumerate(("stdout", "stderr"), start=1):
-                targets[name].flush()
-                captures[name] = FdCapture(fd, self._fd_sink(kernel, name))
-                # Our log and echo go where fd 1/2 went before: never into a cell.
-                targets[name] = captures[name].original_stream()
-            self._redirect_log(originals[1], targets["stderr"])
-            kernel.captures = list(captures.values())
-        sys.stdout, sys.stderr = (
-            StreamRouter(name, targets[name], lambda: kernel, isatty=self.isatty, echo=self.echo,
-                         capture=captures.get(name))
-            for name in ("stdout", "stderr")
-        )
-        follow_threads()
-        ForkRelay(lambda: [kernel], self.log).install()
-
-        def restore():
-            sys.stdout, sys.stderr = originals
-            kernel.captures = []
-            for capture in captures.values():
-                capture.close()
-            if captures:
-                self._redirect_log(targets["stderr"], originals[1])
-        return restore
-
-    @staticmethod
-    def _fd_sink(kernel, name):
-        """fd-level text goes to the cell that polled (a print's), else the most recent cell."""
-        def sink(text, parent):
-            kernel.output.write(name, text, parent or kernel.last_parent)
-        return sink
-
-    def _redirect_log(self, old, new):
-        for handler in self.log.handlers:
-            if getattr(handler, "stream", None) is old:
-                handler.setStream(new)
 
     @staticmethod
     def _on_sigint(kernel):
@@ -252,34 +202,6 @@ class GKernelApp(Application):
             os.remove(self.connection_file)
         except OSError:
             pass
-
-
-def _contain_greenlet_errors(hub):
-    """Report what escapes a user greenlet in its cell; never let it end the kernel.
-
-    By default gevent re-raises SystemExit and KeyboardInterrupt from any
-    greenlet in the main greenlet, which would end the kernel when a
-    background greenlet calls ``sys.exit()``, and does not even print a
-    SystemExit. Here every exception but GreenletExit is printed and none is
-    re-raised. The hub prints from the failing greenlet, so the report goes
-    to that greenlet's cell; a cell's frames are shown as ``Cell In[n]``.
-    """
-    from gevent import GreenletExit
-
-    from .cells import current_cell
-
-    hub.SYSTEM_ERROR = ()
-    hub.NOT_ERROR = (GreenletExit,)
-    print_exception = hub.print_exception
-
-    def print_exception_in_cell(context, exc_type, value, tb):
-        cell = current_cell()
-        if cell is None or not isinstance(value, BaseException):
-            return print_exception(context, exc_type, value, tb)
-        error = cell.kernel.interpreter.format_error(value)
-        sys.stderr.write("".join(error["traceback"]) + f"{context!r} failed with {exc_type.__name__}\n")
-
-    hub.print_exception = print_exception_in_cell
 
 
 def _patch_all():

@@ -208,7 +208,7 @@ class StreamRouter(io.TextIOBase):
             return self.original.write(text)
         capture = self.capture
         if capture is not None and capture.unread():
-            capture.poll(parent)  # fd-level output written before this text goes first
+            capture.poll((kernel, parent))  # fd-level output written before this text goes first
         kernel.output.write(self.name, text, parent)
         return len(text)
 
