@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import sys
+import time
 import traceback
 import uuid
 
@@ -121,6 +122,8 @@ class Kernel(LoggingConfigurable):
         self.usage = UsageMeter()
         #: the most recent non-silent execute_request: owner of output from outside any cell
         self.last_parent = None
+        #: when the kernel last started serving a request (epoch seconds)
+        self.last_activity = time.time()
         #: set once a shutdown_request has been answered; the host then calls close()
         self.shutdown_event = Event()
         self._abort_remaining = 0
@@ -299,6 +302,7 @@ class Kernel(LoggingConfigurable):
 
     def _serve(self, request):
         msg, msg_type = request.msg, request.msg_type
+        self.last_activity = time.time()
         self.publisher.publish("status", {"execution_state": "busy"}, parent=msg)
         try:
             if request.channel == "shell" and self._abort_remaining:

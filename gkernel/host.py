@@ -1,0 +1,125 @@
+"""Many kernels in one process: the registry behind ``gkernel serve``.
+
+Each kernel gets what a kernel process would have: its own ports (or ipc
+paths), HMAC key, sockets, namespace, execution count, history session,
+publisher, dispatcher and heartbeat. They share the process: the hub, one
+libzmq context, and the process-wide runtime (:mod:`gkernel.process`).
+
+A kernel ends when a client asks (shutdown_request, ``exit()``) or the host
+does (:meth:`KernelHost.shutdown`); either way its sockets are closed and it
+leaves the registry, so its namespace can be freed.
+
+Hub thread only.
+"""
+
+import time
+import uuid
+
+import gevent
+import zmq
+from traitlets import CaselessStrEnum, Integer, Unicode
+from traitlets.config import LoggingConfigurable
+
+from .kernel import Kernel
+from .transport import Transport
+
+__all__ = ["KernelHost", "HostError"]
+
+
+class HostError(Exception):
+    """A request the host cannot carry out (unknown kernel, limit reached, ...)."""
+
+
+class KernelHost(LoggingConfigurable):
+    """Creates, tracks and ends the kernels of one process."""
+
+    ip = Unicode("127.0.0.1", help="Address the kernels' channels bind to.").tag(config=True)
+    transport = CaselessStrEnum(["tcp", "ipc"], "tcp", help="ZeroMQ transport of the kernels' channels.").tag(config=True)
+    max_kernels = Integer(1000, help="Kernels this host runs at most; more are refused.").tag(config=True)
+
+    def __init__(self, context, process, **kwargs):
+        super().__init__(**kwargs)
+        self.context = context
+        self.process = process
+        #: kernel id -> Kernel
+        self.kernels = {}
+        self.started = time.time()
+
+    def create(self, info=None, kernel_id=None):
+        """Start a kernel; returns it. A restart passes the connection info and id to reuse."""
+        if len(self.kernels) >= self.max_kernels:
+            raise HostError(f"this host already runs {len(self.kernels)} kernels (--max-kernels={self.max_kernels})")
+        from jupyter_client.session import Session
+
+        info = dict(info) if info else {"transport": self.transport, "ip": self.ip,
+                                        "key": uuid.uuid4().hex, "signature_scheme": "hmac-sha256"}
+        transport = self._bind(info)
+        transport.green()
+        session = Session(key=info["key"].encode(), signature_scheme=info["signature_scheme"],
+                          username="kernel", parent=self)
+        kernel = Kernel(session, transport, kernel_id=kernel_id, cpu_watch=self.process.cpu_watch, parent=self)
+        kernel.captures = list(self.process.captures.values())
+        kernel.start()
+        self.kernels[kernel.id] = kernel
+        gevent.spawn(self._end_when_asked, kernel)
+        self.log.info("kernel %s started on %s", kernel.id, info["ip"])
+        return kernel
+
+    def _bind(self, info):
+        deadline = time.monotonic() + 2
+        while True:
+            try:
+                return Transport(self.context, info)
+            except zmq.ZMQError as exc:
+                # A restart rebinds the ports its predecessor just closed; zmq releases them asynchronously.
+                if exc.errno != zmq.EADDRINUSE or "shell_port" not in info or time.monotonic() > deadline:
+                    raise HostError(f"cannot bind a kernel's ports: {exc}") from exc
+                gevent.sleep(0.02)
+
+    def get(self, kernel_id):
+        try:
+            return self.kernels[kernel_id]
+        except KeyError:
+            raise HostError(f"no kernel {kernel_id!r} in this host") from None
+
+    def _end_when_asked(self, kernel):
+        kernel.shutdown_event.wait()
+        if self.kernels.get(kernel.id) is kernel:
+            self._close(kernel)
+
+    def _close(self, kernel):
+        del self.kernels[kernel.id]
+        kernel.shutdown_event.set()
+        kernel.close()
+        self.log.info("kernel %s ended", kernel.id)
+
+    def shutdown(self, kernel_id, restart=False):
+        """End a kernel; with *restart*, start a fresh one on the same connection info."""
+        kernel = self.get(kernel_id)
+        info = kernel.transport.info
+        self._close(kernel)
+        return self.create(info, kernel_id) if restart else None
+
+    def interrupt(self, kernel_id):
+        self.get(kernel_id).interrupt()
+
+    def shutdown_all(self):
+        for kernel_id in list(self.kernels):
+            self._close(self.kernels[kernel_id])
+
+    def describe(self, kernel):
+        """What the management API lists about a kernel."""
+        busy = kernel.dispatcher.shell_greenlet is not None
+        return {
+            "id": kernel.id,
+            "state": "busy" if busy else "idle",
+            "execution_count": kernel.interpreter.execution_count,
+            "last_activity": kernel.last_activity,
+            "connection": self.connection_info(kernel),
+        }
+
+    @staticmethod
+    def connection_info(kernel):
+        info = dict(kernel.transport.info)
+        info.setdefault("kernel_name", "gkernel")
+        return info

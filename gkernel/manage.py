@@ -1,0 +1,181 @@
+"""The management API of a ``gkernel serve`` host, and its client.
+
+Requests and replies are Jupyter messages (jupyter_client's Session) on a
+ROUTER socket bound to loopback: ``<op>_request`` with the op's arguments as
+content, ``<op>_reply`` with ``status: ok`` and the result, or ``status:
+error`` and ``evalue``. Every message is signed with the host's secret
+(HMAC-SHA256; replays are rejected), which only the *host file* holds: a
+JSON file of mode 0600 in the Jupyter runtime directory. A request with a
+wrong or missing signature is dropped and logged, never answered.
+
+Operations: ``create`` (returns the kernel's id and connection info),
+``list``, ``interrupt``, ``restart``, ``shutdown`` (each with ``kernel_id``),
+``stats`` and ``stop`` (end the host and all its kernels).
+
+:class:`ManagementServer` runs in the host's hub; :class:`HostClient` is a
+plain blocking client (native zmq, no gevent needed) for the provisioner,
+``gkernel serve stop`` and scripts.
+"""
+
+import glob
+import json
+import os
+import resource
+
+import gevent
+import zmq
+
+from .host import HostError
+
+__all__ = ["ManagementServer", "HostClient", "HostError", "find_host_file"]
+
+HOST_FILE_PATTERN = "gkernel-serve-*.json"
+
+
+class ManagementServer:
+    """Answers management requests for *host* on a bound green ROUTER *socket*."""
+
+    def __init__(self, host, session, socket, log, stop):
+        self.host = host
+        self.session = session
+        self.socket = socket
+        self.log = log
+        #: called for the ``stop`` operation, after its reply
+        self._stop = stop
+        self._greenlet = None
+
+    def start(self):
+        self._greenlet = gevent.spawn(self._run)
+
+    def close(self):
+        if self._greenlet is not None:
+            self._greenlet.kill()
+        self.socket.close(linger=500)
+
+    def _run(self):
+        while True:
+            frames = self.socket.recv_multipart()
+            try:
+                idents, msg_list = self.session.feed_identities(frames)
+                msg = self.session.deserialize(msg_list)
+                op = msg["header"]["msg_type"].removesuffix("_request")
+            except Exception as exc:
+                self.log.warning("management: dropped an unauthenticated or malformed request: %s", exc)
+                continue
+            content, after = self._answer(op, msg["content"])
+            self.session.send(self.socket, f"{op}_reply", content, parent=msg, ident=idents)
+            if after is not None:
+                after()
+
+    def _answer(self, op, args):
+        """(reply content, what to do once it is sent)."""
+        host = self.host
+        try:
+            if op == "create":
+                kernel = host.create()
+                return {"status": "ok", "kernel": host.describe(kernel)}, None
+            if op == "list":
+                return {"status": "ok", "kernels": [host.describe(k) for k in host.kernels.values()]}, None
+            if op == "stats":
+                return {"status": "ok", **self._stats()}, None
+            if op == "stop":
+                return {"status": "ok"}, self._stop
+            if op in ("interrupt", "restart", "shutdown"):
+                kernel_id = args.get("kernel_id")
+                if not isinstance(kernel_id, str):
+                    raise HostError(f"{op}: kernel_id (a string) is required")
+                if op == "interrupt":
+                    host.interrupt(kernel_id)
+                    return {"status": "ok"}, None
+                kernel = host.shutdown(kernel_id, restart=op == "restart")
+                return {"status": "ok", "kernel": host.describe(kernel) if kernel else None}, None
+            raise HostError(f"unknown operation {op!r}")
+        except HostError as exc:
+            self.log.warning("management: %s", exc)
+            return {"status": "error", "evalue": str(exc)}, None
+
+    def _stats(self):
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return {"kernels": len(self.host.kernels), "max_kernels": self.host.max_kernels,
+                "pid": os.getpid(), "started": self.host.started,
+                "max_rss_kb": usage.ru_maxrss, "cpu_seconds": usage.ru_utime + usage.ru_stime}
+
+
+def find_host_file(runtime_dir=None):
+    """The host file of the most recently started host that is still running, or None."""
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    candidates = sorted(glob.glob(os.path.join(runtime_dir or jupyter_runtime_dir(), HOST_FILE_PATTERN)),
+                        key=os.path.getmtime, reverse=True)
+    for path in candidates:
+        try:
+            with open(path) as f:
+                pid = json.load(f)["pid"]
+            os.kill(pid, 0)
+        except (OSError, ValueError, KeyError):
+            continue
+        return path
+    return None
+
+
+class HostClient:
+    """Blocking client of a host's management API (any thread; not for green code)."""
+
+    def __init__(self, host_file=None, timeout=10.0):
+        from jupyter_client.session import Session
+
+        host_file = host_file or find_host_file()
+        if host_file is None:
+            raise HostError("no running gkernel serve host found (start one with: gkernel serve)")
+        try:
+            with open(host_file) as f:
+                self.info = json.load(f)
+        except (OSError, ValueError) as exc:
+            raise HostError(f"cannot read host file {host_file}: {exc}") from None
+        self.host_file = host_file
+        self.timeout = timeout
+        self.session = Session(key=self.info["key"].encode(), signature_scheme=self.info["signature_scheme"])
+        self._context = zmq.Context()
+        self._socket = self._context.socket(zmq.DEALER)
+        self._socket.linger = 0
+        self._socket.connect(f"tcp://{self.info['ip']}:{self.info['port']}")
+
+    def close(self):
+        self._socket.close()
+        self._context.term()
+
+    def request(self, op, **args):
+        """The reply content of ``op``; raises HostError on an error or no answer."""
+        msg = self.session.send(self._socket, f"{op}_request", args)
+        while True:
+            if not self._socket.poll(self.timeout * 1000):
+                raise HostError(f"the host did not answer {op} within {self.timeout:g} s "
+                                f"(is it running? is {self.host_file} its host file?)")
+            _, msg_list = self.session.feed_identities(self._socket.recv_multipart())
+            reply = self.session.deserialize(msg_list)
+            if reply["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
+                break
+        if reply["content"].get("status") != "ok":
+            raise HostError(reply["content"].get("evalue", "the host refused the request"))
+        return reply["content"]
+
+    def create(self):
+        return self.request("create")["kernel"]
+
+    def list(self):
+        return self.request("list")["kernels"]
+
+    def interrupt(self, kernel_id):
+        self.request("interrupt", kernel_id=kernel_id)
+
+    def restart(self, kernel_id):
+        return self.request("restart", kernel_id=kernel_id)["kernel"]
+
+    def shutdown(self, kernel_id):
+        self.request("shutdown", kernel_id=kernel_id)
+
+    def stats(self):
+        return self.request("stats")
+
+    def stop(self):
+        self.request("stop")

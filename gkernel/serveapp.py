@@ -1,0 +1,143 @@
+"""``gkernel serve``: host many kernels in one process; ``gkernel serve stop`` ends a host.
+
+The host binds its management API on loopback, writes its host file (mode
+0600: address, secret, pid) to the Jupyter runtime directory, and serves
+until ``stop`` or SIGTERM, which end every kernel cleanly and remove the
+host file. Like ``python -m gkernel`` it patches before importing
+jupyter_client (see :mod:`gkernel.kernelapp`).
+"""
+
+import json
+import os
+import signal
+import uuid
+
+from jupyter_core.paths import jupyter_config_path, jupyter_runtime_dir
+from traitlets import Bool, Float, Unicode
+from traitlets.config import Application
+
+from . import __version__
+from .history import HistoryManager
+from .host import KernelHost
+from .interpreter import Interpreter
+from .kernel import Kernel
+
+__all__ = ["ServeApp", "StopApp"]
+
+
+class StopApp(Application):
+    name = "gkernel-serve-stop"
+    version = __version__
+    description = "Stop a running gkernel serve host and all its kernels."
+    host_file = Unicode("", help="Host file of the host to stop (default: the newest running host).").tag(config=True)
+    aliases = {"host-file": "StopApp.host_file"}
+
+    def start(self):
+        from .manage import HostClient, HostError
+
+        try:
+            client = HostClient(self.host_file or None)
+            client.stop()
+        except HostError as exc:
+            self.log.critical("%s", exc)
+            self.exit(1)
+        print(f"stopped the host of {client.host_file}")
+
+
+class ServeApp(Application):
+    name = "gkernel-serve"
+    version = __version__
+    description = """Host many gkernel kernels in one process.
+
+    Kernels are created through the management API (see the README): each has
+    its own ports, key, namespace and history, and ordinary Jupyter clients
+    connect to it with its connection info. The API's address and secret are
+    in the host file (mode 0600) in the Jupyter runtime directory.
+    """
+    examples = """
+    gkernel serve --max-kernels=500
+    gkernel serve stop
+    """
+    classes = [KernelHost, Kernel, Interpreter, HistoryManager]
+    subcommands = {"stop": (StopApp, StopApp.description)}
+
+    host_file = Unicode("", help="Where to write the host file (default: the runtime directory).").tag(config=True)
+    monkey_patch = Bool(True, help="Call gevent.monkey.patch_all() before user code runs.").tag(config=True)
+    capture_fd = Bool(True, help="Capture file descriptors 1 and 2 (see gkernel kernel --help-all).").tag(config=True)
+    cull_idle_timeout = Float(0, help="Not implemented yet; 0 keeps idle kernels.").tag(config=True)
+    config_file_name = Unicode("gkernel_config", help="Base name of config files searched in Jupyter's config path.")
+
+    aliases = {
+        "ip": "KernelHost.ip",
+        "transport": "KernelHost.transport",
+        "max-kernels": "KernelHost.max_kernels",
+        "host-file": "ServeApp.host_file",
+        "log-level": "Application.log_level",
+    }
+    flags = {
+        "no-monkey-patch": ({"ServeApp": {"monkey_patch": False}}, "Do not call gevent.monkey.patch_all()."),
+        "debug": ({"Application": {"log_level": 10}}, "Log at DEBUG level."),
+    }
+
+    def initialize(self, argv=None):
+        self.parse_command_line(argv)
+        if self.subapp is not None:
+            return
+        for path in reversed(jupyter_config_path()):
+            self.load_config_file(self.config_file_name, path=path)
+        self.log  # the log handler is made on the real stderr
+        if self.monkey_patch:
+            from .kernelapp import _patch_all
+            _patch_all()
+
+    def start(self):
+        if self.subapp is not None:
+            return self.subapp.start()
+        import gevent
+        import zmq
+        from gevent.event import Event
+        from jupyter_client.session import Session
+
+        from .manage import ManagementServer
+        from .process import ProcessRuntime
+
+        context = zmq.Context()
+        stop = Event()
+        host = None
+        process = ProcessRuntime(lambda: list(host.kernels.values()), self.log, capture_fd=self.capture_fd)
+        host = KernelHost(context, process, parent=self)
+        process.start()
+        secret = uuid.uuid4().hex
+        session = Session(key=secret.encode(), username="gkernel-serve", parent=self)
+        import zmq.green
+        socket = zmq.green.Context.shadow(context.underlying).socket(zmq.ROUTER)
+        socket.linger = 500
+        port = socket.bind_to_random_port("tcp://127.0.0.1")
+        server = ManagementServer(host, session, socket, self.log, stop.set)
+        server.start()
+        gevent.signal_handler(signal.SIGTERM, stop.set)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # interrupts go to kernels through their clients
+        path = self._write_host_file({"pid": os.getpid(), "ip": "127.0.0.1", "port": port, "key": secret,
+                                      "signature_scheme": "hmac-sha256", "version": __version__})
+        self.log.warning("gkernel serve %s: host file %s", __version__, path)
+        try:
+            while not stop.is_set():
+                try:
+                    stop.wait()
+                except Exception:
+                    self.log.exception("an error reached the host's main greenlet; still serving")
+        finally:
+            server.close()
+            host.shutdown_all()
+            process.stop()
+            context.destroy(linger=0)
+            os.remove(path)
+
+    def _write_host_file(self, info):
+        path = self.host_file or os.path.join(jupyter_runtime_dir(), f"gkernel-serve-{os.getpid()}.json")
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(info, f)
+        os.chmod(path, 0o600)
+        return path
