@@ -102,6 +102,7 @@ class ServeApp(Application):
         from .process import ProcessRuntime
 
         context = zmq.Context()
+        _raise_limits(context, self.log)
         stop = Event()
         host = None
         process = ProcessRuntime(lambda: list(host.kernels.values()), self.log, capture_fd=self.capture_fd)
@@ -141,3 +142,14 @@ class ServeApp(Application):
             json.dump(info, f)
         os.chmod(path, 0o600)
         return path
+
+
+def _raise_limits(context, log):
+    """Hundreds of kernels need more than the defaults: seven sockets and a few fds each."""
+    import resource
+
+    context.max_sockets = 1 << 16  # libzmq's default is 1023: about 140 kernels
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    log.info("up to %d sockets, %d open files", context.max_sockets, hard)

@@ -51,26 +51,39 @@ class Transport:
     def __init__(self, context, info, iopub_hwm=1000):
         self.context = context
         self.info = info
+        self._iopub_hwm = iopub_hwm
         self._native = {}
-        for name, kind in CHANNELS.items():
-            sock = context.socket(kind)
-            # A socket must not hold the process open on exit waiting for a
-            # vanished peer; 1 s is enough to deliver the last replies.
-            sock.linger = 1000
-            if kind == zmq.ROUTER:
-                # Accept a reconnecting client under the same identity
-                # (e.g. a notebook server restarting its channels).
-                sock.router_handover = 1
-            elif kind == zmq.XPUB:
-                # Report every subscription, not only the first one per topic:
-                # each new client gets its own iopub_welcome.
-                sock.xpub_verbose = 1
-                # A subscriber that stops reading gets at most this many
-                # messages queued; beyond, zmq drops them for it alone.
-                sock.sndhwm = iopub_hwm
+        try:
+            for name, kind in CHANNELS.items():
+                self._native[name] = self._open(name, kind)
+                setattr(self, name, self._native[name])
+        except zmq.ZMQError:
+            for sock in self._native.values():  # a refused kernel leaves nothing open
+                sock.close(linger=0)
+            raise
+
+    def _open(self, name, kind):
+        sock = self.context.socket(kind)
+        # A socket must not hold the process open on exit waiting for a
+        # vanished peer; 1 s is enough to deliver the last replies.
+        sock.linger = 1000
+        if kind == zmq.ROUTER:
+            # Accept a reconnecting client under the same identity
+            # (e.g. a notebook server restarting its channels).
+            sock.router_handover = 1
+        elif kind == zmq.XPUB:
+            # Report every subscription, not only the first one per topic:
+            # each new client gets its own iopub_welcome.
+            sock.xpub_verbose = 1
+            # A subscriber that stops reading gets at most this many
+            # messages queued; beyond, zmq drops them for it alone.
+            sock.sndhwm = self._iopub_hwm
+        try:
             self._bind(sock, name)
-            self._native[name] = sock
-            setattr(self, name, sock)
+        except zmq.ZMQError:
+            sock.close(linger=0)
+            raise
+        return sock
 
     def _bind(self, sock, name):
         key = f"{name}_port"

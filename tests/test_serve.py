@@ -1,0 +1,211 @@
+"""gkernel serve: many kernels in one process, driven by unmodified jupyter_client clients."""
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import time
+
+import pytest
+
+from conftest import GKERNEL, collect_iopub, execute, get_reply, outputs, result_of
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def wait_for(predicate, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+class Host:
+    """A ``gkernel serve`` subprocess and a management client for it."""
+
+    def __init__(self, tmp_path, *args):
+        from gkernel.manage import HostClient
+
+        self.host_file = str(tmp_path / "host.json")
+        self.log = open(tmp_path / "host.log", "w")
+        self.proc = subprocess.Popen([GKERNEL, "serve", "--host-file", self.host_file, *args],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        assert wait_for(lambda: os.path.exists(self.host_file)), "the host wrote no host file"
+        self.api = HostClient(self.host_file)
+        self.clients = []
+
+    def kernel(self):
+        """Create a kernel through the API; return (kernel id, ready BlockingKernelClient)."""
+        from jupyter_client import BlockingKernelClient
+
+        kernel = self.api.create()
+        kc = BlockingKernelClient()
+        kc.load_connection_info(kernel["connection"])
+        kc.start_channels()
+        kc.wait_for_ready(timeout=30)
+        self.clients.append(kc)
+        return kernel["id"], kc
+
+    def close(self):
+        for kc in self.clients:
+            kc.stop_channels()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=20)
+        self.api.close()
+        self.log.close()
+
+
+@pytest.fixture
+def host(tmp_path):
+    host = Host(tmp_path)
+    yield host
+    host.close()
+
+
+def test_host_file_is_private_and_the_api_lists_kernels(host):
+    assert stat.S_IMODE(os.stat(host.host_file).st_mode) == 0o600
+    with open(host.host_file) as f:
+        info = json.load(f)
+    assert info["ip"] == "127.0.0.1" and info["pid"] == host.proc.pid
+    a, kc_a = host.kernel()
+    b, kc_b = host.kernel()
+    execute(kc_a, "x = 1")
+    listed = {k["id"]: k for k in host.api.list()}
+    assert set(listed) == {a, b}
+    assert listed[a]["execution_count"] == 1 and listed[b]["execution_count"] == 0
+    assert listed[a]["state"] == "idle"
+    assert listed[a]["connection"]["shell_port"] != listed[b]["connection"]["shell_port"]
+    assert listed[a]["connection"]["key"] != listed[b]["connection"]["key"]
+    assert host.api.stats()["kernels"] == 2
+
+
+def test_kernels_are_isolated(host):
+    a, kc_a = host.kernel()
+    b, kc_b = host.kernel()
+    execute(kc_a, "x = 'a'")
+    reply, _ = execute(kc_b, "x")
+    assert reply["content"]["ename"] == "NameError"
+    # Background greenlets of both print after their cells ended, at the same time.
+    for kc, name in ((kc_a, "A"), (kc_b, "B")):
+        execute(kc, "import gevent, os\n"
+                    "def chatter():\n"
+                    "    for i in range(5):\n"
+                    "        gevent.sleep(0.02)\n"
+                    f"        print('{name}', i)\n"
+                    "g = gevent.spawn(chatter)")
+    for kc, name in ((kc_a, "A"), (kc_b, "B")):
+        msg_id = kc.execute("g.join()")
+        texts = []
+        while True:  # every stream message until this cell's idle, whatever its parent
+            msg = kc.get_iopub_msg(timeout=10)
+            if msg["msg_type"] == "stream":
+                texts.append(msg["content"]["text"])
+            if msg["parent_header"].get("msg_id") == msg_id and msg["content"].get("execution_state") == "idle":
+                break
+        get_reply(kc, msg_id)
+        assert "".join(texts) == "".join(f"{name} {i}\n" for i in range(5))
+    # exit() in A ends A only; an error escaping a greenlet of B stays in B.
+    reply, _ = execute(kc_a, "exit()")
+    assert reply["content"]["payload"][0]["source"] == "ask_exit"
+    assert wait_for(lambda: a not in {k["id"] for k in host.api.list()}, timeout=10)
+    msg_id = kc_b.execute("gevent.spawn(lambda: 1 / 0)\ngevent.sleep(0.1)")
+    stderr = "".join(c["text"] for c in outputs(collect_iopub(kc_b, msg_id), "stream", "stderr"))
+    get_reply(kc_b, msg_id)
+    assert "ZeroDivisionError" in stderr
+    assert result_of(kc_b, "'b alive'") == "'b alive'"
+
+
+def test_interrupting_a_spinning_kernel_interrupts_it_only(host):
+    a, kc_a = host.kernel()
+    b, kc_b = host.kernel()
+    execute(kc_b, "import gevent\nbeats = []\nbeater = gevent.spawn(lambda: [beats.append(gevent.sleep(0.01)) "
+                  "for _ in range(10**6)])")
+    cell = kc_a.execute("while True:\n    pass")
+    time.sleep(0.4)
+    interrupt = kc_a.session.msg("interrupt_request", {})
+    kc_a.control_channel.send(interrupt)  # what a manager in interrupt_mode "message" sends
+    assert get_reply(kc_a, cell, timeout=5)["content"]["ename"] == "KeyboardInterrupt"
+    assert result_of(kc_b, "n = len(beats)\ngevent.sleep(0.1)\nlen(beats) > n") == "True"
+    # The API interrupts a waiting cell too.
+    cell = kc_a.execute("import gevent\ngevent.sleep(30)")
+    time.sleep(0.3)
+    host.api.interrupt(a)
+    assert get_reply(kc_a, cell, timeout=5)["content"]["ename"] == "KeyboardInterrupt"
+
+
+def test_restart_keeps_the_connection_and_clears_the_namespace(host):
+    a, kc_a = host.kernel()
+    execute(kc_a, "x = 1")
+    ports = {k["id"]: k["connection"]["shell_port"] for k in host.api.list()}
+    restarted = host.api.restart(a)
+    assert restarted["id"] == a and restarted["connection"]["shell_port"] == ports[a]
+    assert restarted["execution_count"] == 0
+    kc_a.wait_for_ready(timeout=30)
+    reply, _ = execute(kc_a, "x")
+    assert reply["content"]["ename"] == "NameError"
+    host.api.shutdown(a)
+    assert host.api.list() == []
+
+
+def test_bad_requests_get_clear_errors(host, tmp_path):
+    from gkernel.manage import HostClient, HostError
+
+    with pytest.raises(HostError, match="no kernel 'nope'"):
+        host.api.shutdown("nope")
+    with pytest.raises(HostError, match="unknown operation"):
+        host.api.request("explode")
+    with pytest.raises(HostError, match="kernel_id"):
+        host.api.request("interrupt")
+    # A wrong secret is never answered.
+    with open(host.host_file) as f:
+        info = json.load(f)
+    forged = tmp_path / "forged.json"
+    forged.write_text(json.dumps({**info, "key": "not-the-secret"}))
+    client = HostClient(str(forged), timeout=1)
+    with pytest.raises(HostError, match="did not answer"):
+        client.list()
+    client.close()
+    assert len(host.api.list()) == 0  # and the host still serves
+
+
+def test_max_kernels_refuses_without_harming_running_ones(tmp_path):
+    from gkernel.manage import HostError
+
+    host = Host(tmp_path, "--max-kernels=2")
+    try:
+        _, kc_a = host.kernel()
+        host.kernel()
+        with pytest.raises(HostError, match="max-kernels=2"):
+            host.api.create()
+        assert result_of(kc_a, "'still fine'") == "'still fine'"
+    finally:
+        host.close()
+
+
+def test_sigterm_and_stop_end_every_kernel_and_remove_the_host_file(tmp_path):
+    host = Host(tmp_path)
+    try:
+        host.kernel()
+        host.kernel()
+        host.proc.send_signal(signal.SIGTERM)
+        assert host.proc.wait(timeout=20) == 0
+        assert not os.path.exists(host.host_file)
+    finally:
+        host.close()
+    host = Host(tmp_path)
+    try:
+        host.kernel()
+        done = subprocess.run([GKERNEL, "serve", "stop", "--host-file", host.host_file],
+                              capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        assert host.proc.wait(timeout=20) == 0
+        assert not os.path.exists(host.host_file)
+    finally:
+        host.close()
+    done = subprocess.run([GKERNEL, "serve", "stop", "--host-file", host.host_file],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1 and "cannot read host file" in done.stderr
