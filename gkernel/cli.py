@@ -39,3 +39,7 @@ def main(argv=None):
     app = GKernelCLI.instance()
     app.initialize(argv)
     app.start()
+
+
+if __name__ == "__main__":
+    main()

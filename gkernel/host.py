@@ -38,8 +38,11 @@ class KernelHost(LoggingConfigurable):
     max_kernels = Integer(1000, help="Kernels this host runs at most; more are refused.").tag(config=True)
 
     def __init__(self, context, process, **kwargs):
+        import zmq.green
+
         super().__init__(**kwargs)
         self.context = context
+        self._green_context = zmq.green.Context.shadow(context.underlying)
         self.process = process
         #: kernel id -> Kernel
         self.kernels = {}
@@ -69,7 +72,7 @@ class KernelHost(LoggingConfigurable):
         deadline = time.monotonic() + 2
         while True:
             try:
-                return Transport(self.context, info)
+                return Transport(self.context, info, green_context=self._green_context)
             except zmq.ZMQError as exc:
                 # A restart rebinds the ports its predecessor just closed; zmq releases them asynchronously.
                 if exc.errno != zmq.EADDRINUSE or "shell_port" not in info or time.monotonic() > deadline:

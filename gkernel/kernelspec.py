@@ -20,24 +20,34 @@ __all__ = ["kernel_spec", "install", "InstallApp", "UninstallApp"]
 DEFAULT_NAME = "gkernel"
 
 
-def kernel_spec(display_name="Python 3 (gkernel)", python=None):
-    """The kernel.json content for a kernel run by *python* (default: this interpreter)."""
-    return {
+def kernel_spec(display_name="Python 3 (gkernel)", python=None, serve=False):
+    """The kernel.json content for a kernel run by *python* (default: this interpreter).
+
+    With *serve*, the spec selects the ``gkernel-serve`` provisioner: its
+    kernels live in a ``gkernel serve`` host, and the argv is not run.
+    """
+    spec = {
         "argv": [python or sys.executable, "-m", "gkernel", "-f", "{connection_file}"],
         "display_name": display_name,
         "language": "python",
-        # SIGINT reaches a cell even while it hogs the CPU; a message cannot
-        # be read then (the hub is not running).
+        # Both modes reach a cell that spins the CPU; SIGINT also breaks a
+        # blocking call outside gevent, which uses no CPU.
         "interrupt_mode": "signal",
         "metadata": {"debugger": False, "gkernel": {"version": __version__}},
     }
+    if serve:
+        # A host's kernels share its process: a signal cannot pick one of them.
+        spec["interrupt_mode"] = "message"
+        spec["metadata"]["kernel_provisioner"] = {"provisioner_name": "gkernel-serve"}
+    return spec
 
 
-def install(name=DEFAULT_NAME, display_name=None, user=False, prefix=None):
+def install(name=DEFAULT_NAME, display_name=None, user=False, prefix=None, serve=False):
     """Install the kernelspec; return the directory it was installed to."""
     from jupyter_client.kernelspec import KernelSpecManager
 
-    spec = kernel_spec(display_name or "Python 3 (gkernel)")
+    default_display = "Python 3 (gkernel serve)" if serve else "Python 3 (gkernel)"
+    spec = kernel_spec(display_name or default_display, serve=serve)
     with tempfile.TemporaryDirectory() as tmp:
         with open(os.path.join(tmp, "kernel.json"), "w") as f:
             json.dump(spec, f, indent=1)
@@ -55,9 +65,13 @@ class InstallApp(Application):
     examples = """
     gkernel install --user
     gkernel install --sys-prefix --name gkernel-dev --display-name "gkernel (dev)"
+    gkernel install --user --serve     # kernels inside a gkernel serve host (kernelspec gkernel-serve)
     """
-    kernel_name = Unicode(DEFAULT_NAME, help="Kernelspec name (a directory name).").tag(config=True)
-    display_name = Unicode("Python 3 (gkernel)", help="Name shown in notebook front ends.").tag(config=True)
+    kernel_name = Unicode("", help="Kernelspec name (a directory name; default gkernel, "
+                                   "or gkernel-serve with --serve).").tag(config=True)
+    display_name = Unicode("", help="Name shown in notebook front ends.").tag(config=True)
+    serve = Bool(False, help="Start the kernels in a gkernel serve host (through the gkernel-serve "
+                             "provisioner) instead of one process each.").tag(config=True)
     user = Bool(False, help="Install for the current user.").tag(config=True)
     prefix = Unicode("", help="Install under this prefix (PREFIX/share/jupyter/kernels).").tag(config=True)
 
@@ -70,18 +84,21 @@ class InstallApp(Application):
         "user": ({"InstallApp": {"user": True}}, "Install for the current user (~/.local/share/jupyter)."),
         "sys-prefix": ({"InstallApp": {"prefix": sys.prefix}},
                        f"Install into this Python's prefix ({sys.prefix})."),
+        "serve": ({"InstallApp": {"serve": True}}, "Kernels live in a gkernel serve host (provisioner)."),
     }
 
     def start(self):
         if self.user and self.prefix:
             self.log.critical("choose one of --user and --prefix/--sys-prefix")
             self.exit(2)
+        name = self.kernel_name or (f"{DEFAULT_NAME}-serve" if self.serve else DEFAULT_NAME)
         try:
-            path = install(self.kernel_name, self.display_name, user=self.user, prefix=self.prefix or None)
+            path = install(name, self.display_name or None, user=self.user, prefix=self.prefix or None,
+                           serve=self.serve)
         except (OSError, ValueError) as exc:
-            self.log.critical("cannot install kernelspec %r: %s", self.kernel_name, exc)
+            self.log.critical("cannot install kernelspec %r: %s", name, exc)
             self.exit(1)
-        print(f"Installed kernelspec {self.kernel_name} in {path}")
+        print(f"Installed kernelspec {name} in {path}")
 
 
 class UninstallApp(Application):

@@ -8,7 +8,8 @@ error`` and ``evalue``. Every message is signed with the host's secret
 JSON file of mode 0600 in the Jupyter runtime directory. A request with a
 wrong or missing signature is dropped and logged, never answered.
 
-Operations: ``create`` (returns the kernel's id and connection info),
+Operations: ``create`` (returns the kernel's id and connection info; given
+a former kernel's ``connection``, it binds the same ports with the same key),
 ``list``, ``interrupt``, ``restart``, ``shutdown`` (each with ``kernel_id``),
 ``stats`` and ``stop`` (end the host and all its kernels).
 
@@ -72,7 +73,10 @@ class ManagementServer:
         host = self.host
         try:
             if op == "create":
-                kernel = host.create()
+                connection = args.get("connection")  # a restart in place reuses ports and key
+                if connection is not None and not isinstance(connection, dict):
+                    raise HostError("create: connection must be a connection-info object")
+                kernel = host.create(info=connection)
                 return {"status": "ok", "kernel": host.describe(kernel)}, None
             if op == "list":
                 return {"status": "ok", "kernels": [host.describe(k) for k in host.kernels.values()]}, None
@@ -159,8 +163,10 @@ class HostClient:
             raise HostError(reply["content"].get("evalue", "the host refused the request"))
         return reply["content"]
 
-    def create(self):
-        return self.request("create")["kernel"]
+    def create(self, connection=None):
+        """A new kernel's description; *connection* reuses a former kernel's connection info."""
+        args = {"connection": connection} if connection else {}
+        return self.request("create", **args)["kernel"]
 
     def list(self):
         return self.request("list")["kernels"]

@@ -48,22 +48,29 @@ class Transport:
     ``control``, ``stdin`` and ``iopub`` are green sockets; ``hb`` is native.
     """
 
-    def __init__(self, context, info, iopub_hwm=1000):
+    def __init__(self, context, info, iopub_hwm=1000, green_context=None):
         self.context = context
         self.info = info
         self._iopub_hwm = iopub_hwm
+        self._green = green_context is not None
         self._native = {}
         try:
             for name, kind in CHANNELS.items():
-                self._native[name] = self._open(name, kind)
+                # Given a green context (the hub already runs), channel sockets
+                # are green from the start: each libzmq socket then has exactly
+                # one Python owner. (A native socket and its green shadow would
+                # both close the handle, and the second close could hit a new
+                # socket that reuses the address once a host discards kernels.)
+                owner = green_context if self._green and name != "hb" else context
+                self._native[name] = self._open(owner, name, kind)
                 setattr(self, name, self._native[name])
         except zmq.ZMQError:
             for sock in self._native.values():  # a refused kernel leaves nothing open
                 sock.close(linger=0)
             raise
 
-    def _open(self, name, kind):
-        sock = self.context.socket(kind)
+    def _open(self, context, name, kind):
+        sock = context.socket(kind)
         # A socket must not hold the process open on exit waiting for a
         # vanished peer; 1 s is enough to deliver the last replies.
         sock.linger = 1000
@@ -105,9 +112,15 @@ class Transport:
             self.info[key] = port
 
     def green(self):
-        """Switch the channel sockets to ``zmq.green`` shadows; call after monkey-patching."""
+        """Switch the channel sockets to ``zmq.green`` shadows; call after monkey-patching.
+
+        For the early-bound sockets of a kernel that lives as long as its
+        process; the native objects stay referenced until the end.
+        """
         import zmq.green
 
+        if self._green:
+            return
         for name, sock in self._native.items():
             if name != "hb":
                 setattr(self, name, zmq.green.Socket.shadow(sock.underlying))

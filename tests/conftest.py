@@ -7,9 +7,11 @@ and never touch the user's own Jupyter directories.
 """
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 
@@ -22,12 +24,31 @@ os.environ["JUPYTER_PLATFORM_DIRS"] = "1"
 
 GKERNEL = os.path.join(os.path.dirname(sys.executable), "gkernel")
 KERNEL_NAME = "gkernel-test"
+SERVE_KERNEL_NAME = "gkernel-test-serve"
 TIMEOUT = 15
 
 
 def pytest_configure(config):
-    subprocess.run([GKERNEL, "install", "--prefix", os.path.join(_root, "prefix"), "--name", KERNEL_NAME],
-                   check=True, capture_output=True)
+    for name, extra in ((KERNEL_NAME, []), (SERVE_KERNEL_NAME, ["--serve"])):
+        subprocess.run([GKERNEL, "install", "--prefix", os.path.join(_root, "prefix"), "--name", name, *extra],
+                       check=True, capture_output=True)
+
+
+def pytest_unconfigure(config):
+    """Stop gkernel serve hosts the provisioner started on demand (they are detached)."""
+    from gkernel.manage import HostClient, HostError, find_host_file
+
+    while (path := find_host_file()) is not None:
+        try:
+            client = HostClient(path, timeout=5)
+            client.stop()
+            client.close()
+        except HostError:
+            break
+        deadline = time.monotonic() + 10
+        while os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    shutil.rmtree(_root, ignore_errors=True)
 
 
 def start_kernel(*extra_arguments):

@@ -1,0 +1,155 @@
+"""A jupyter_client kernel provisioner that puts kernels in a ``gkernel serve`` host.
+
+Registered under the ``jupyter_client.kernel_provisioners`` entry point as
+``gkernel-serve``; ``gkernel install --serve`` writes a kernelspec that
+selects it. KernelManager, nbclient and jupyter_server then start kernels
+inside a host without a line of client code changing: :meth:`launch_kernel`
+asks the newest running host (or one it starts, detached, so later kernels
+find it) to create a kernel and returns that kernel's connection info.
+
+Life-cycle calls map onto the management API: poll/wait look the kernel up,
+kill/terminate shut it down, SIGINT interrupts it. The kernelspec declares
+``interrupt_mode: message``, so KernelManager usually interrupts through the
+kernel's control channel itself, which reaches even a CPU-bound cell.
+
+The API calls are short requests on loopback, made directly from the
+coroutines.
+"""
+
+import asyncio
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
+from traitlets import Float, Unicode
+
+from .manage import HostClient, HostError, find_host_file
+
+__all__ = ["ServeProvisioner"]
+
+
+class ServeProvisioner(KernelProvisionerBase):
+    host_file = Unicode("", help="Host file of the host to use (default: the newest running one, "
+                                 "or a new one started on demand).").tag(config=True)
+    host_start_timeout = Float(30.0, help="Seconds to wait for a host started on demand.").tag(config=True)
+
+    kernel_id_in_host = None
+    _client = None
+    #: the connection info a restart reuses, so connected clients keep working
+    _restart_info = None
+
+    @property
+    def has_process(self):
+        return self.kernel_id_in_host is not None
+
+    async def pre_launch(self, **kwargs):
+        kwargs = await super().pre_launch(**kwargs)
+        kwargs.setdefault("cmd", self.kernel_spec.argv)
+        return kwargs
+
+    async def launch_kernel(self, cmd, **kwargs):
+        client = await self._host()
+        kernel = client.create(self._restart_info)
+        self._restart_info = None
+        self.kernel_id_in_host = kernel["id"]
+        info = dict(kernel["connection"])
+        info["key"] = info["key"].encode()
+        self.connection_info = info
+        return info
+
+    async def _host(self):
+        if self._client is None:
+            path = self.host_file or find_host_file() or await self._find_or_start_host()
+            self._client = HostClient(path)
+        return self._client
+
+    async def _find_or_start_host(self):
+        """Under a lock file, so kernels started at once by several managers share one new host."""
+        from jupyter_core.paths import jupyter_runtime_dir
+
+        runtime = jupyter_runtime_dir()
+        os.makedirs(runtime, mode=0o700, exist_ok=True)
+        with open(os.path.join(runtime, "gkernel-serve.lock"), "w") as lock:
+            while True:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    await asyncio.sleep(0.02)
+            try:
+                return find_host_file() or await self._start_host(runtime)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    async def _start_host(self, runtime):
+        """Start a detached host (it outlives this process) and wait for its host file."""
+        with open(os.path.join(runtime, "gkernel-serve.log"), "a") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "gkernel.cli", "serve"], stdin=subprocess.DEVNULL,
+                                    stdout=log, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + self.host_start_timeout
+        while time.monotonic() < deadline:
+            path = find_host_file()
+            if path is not None:
+                return path
+            if proc.poll() is not None:
+                raise HostError(f"gkernel serve exited with {proc.returncode} (see {log.name})")
+            await asyncio.sleep(0.05)
+        raise HostError(f"gkernel serve did not start within {self.host_start_timeout:g} s (see {log.name})")
+
+    def _alive(self):
+        try:
+            return any(k["id"] == self.kernel_id_in_host for k in self._client.list())
+        except HostError:
+            return False  # the host is gone, and the kernel with it
+
+    async def poll(self):
+        if self.kernel_id_in_host is None or self._client is None:
+            return 0
+        return None if self._alive() else 0
+
+    async def wait(self):
+        while await self.poll() is None:
+            await asyncio.sleep(0.05)
+        return 0
+
+    async def send_signal(self, signum):
+        if signum == signal.SIGINT:
+            self._client.interrupt(self.kernel_id_in_host)
+        elif signum in (signal.SIGTERM, signal.SIGKILL):
+            await self.kill()
+
+    async def kill(self, restart=False):
+        if self.kernel_id_in_host is not None and self._client is not None:
+            try:
+                self._client.shutdown(self.kernel_id_in_host)
+            except HostError:
+                pass  # already gone
+
+    async def terminate(self, restart=False):
+        await self.kill(restart)
+
+    async def cleanup(self, restart=False):
+        if restart and self.connection_info:
+            self._restart_info = {**self.connection_info, "key": self.connection_info["key"].decode()}
+        self.kernel_id_in_host = None
+        if self._client is not None and not restart:
+            self._client.close()
+            self._client = None
+
+    async def get_provisioner_info(self):
+        info = await super().get_provisioner_info()
+        info.update(kernel_id_in_host=self.kernel_id_in_host,
+                    host_file=self._client.host_file if self._client else self.host_file)
+        return info
+
+    async def load_provisioner_info(self, provisioner_info):
+        await super().load_provisioner_info(provisioner_info)
+        self.kernel_id_in_host = provisioner_info.get("kernel_id_in_host")
+        self.host_file = provisioner_info.get("host_file") or ""
+
+    def get_shutdown_wait_time(self, recommended=5.0):
+        return min(recommended, 5.0)
