@@ -17,7 +17,7 @@ import uuid
 
 import gevent
 import zmq
-from traitlets import CaselessStrEnum, Integer, Unicode
+from traitlets import Bool, CaselessStrEnum, Float, Integer, Unicode
 from traitlets.config import LoggingConfigurable
 
 from .kernel import Kernel
@@ -36,6 +36,12 @@ class KernelHost(LoggingConfigurable):
     ip = Unicode("127.0.0.1", help="Address the kernels' channels bind to.").tag(config=True)
     transport = CaselessStrEnum(["tcp", "ipc"], "tcp", help="ZeroMQ transport of the kernels' channels.").tag(config=True)
     max_kernels = Integer(1000, help="Kernels this host runs at most; more are refused.").tag(config=True)
+    cull_idle_timeout = Float(
+        0, help="Shut down a kernel idle for this many seconds (0: never). A kernel is idle when no "
+                "request is running in it; its background greenlets do not count."
+    ).tag(config=True)
+    cull_connected = Bool(False, help="Also cull idle kernels that still have clients connected.").tag(config=True)
+    cull_interval = Float(10, help="Seconds between two looks for idle kernels.").tag(config=True)
 
     def __init__(self, context, process, **kwargs):
         import zmq.green
@@ -47,6 +53,17 @@ class KernelHost(LoggingConfigurable):
         #: kernel id -> Kernel
         self.kernels = {}
         self.started = time.time()
+        self._culler = gevent.spawn(self._cull) if self.cull_idle_timeout > 0 else None
+
+    def _cull(self):
+        while True:
+            gevent.sleep(min(self.cull_interval, self.cull_idle_timeout))
+            now = time.time()
+            for kernel in list(self.kernels.values()):
+                idle = kernel.dispatcher.shell_greenlet is None and now - kernel.last_activity > self.cull_idle_timeout
+                if idle and (self.cull_connected or not kernel.publisher.subscriptions):
+                    self.log.warning("culling kernel %s, idle for %.0f s", kernel.id, now - kernel.last_activity)
+                    self._close(kernel)
 
     def create(self, info=None, kernel_id=None):
         """Start a kernel; returns it. A restart passes the connection info and id to reuse."""
@@ -107,6 +124,8 @@ class KernelHost(LoggingConfigurable):
         self.get(kernel_id).interrupt()
 
     def shutdown_all(self):
+        if self._culler is not None:
+            self._culler.kill()
         for kernel_id in list(self.kernels):
             self._close(self.kernels[kernel_id])
 
@@ -118,6 +137,7 @@ class KernelHost(LoggingConfigurable):
             "state": "busy" if busy else "idle",
             "execution_count": kernel.interpreter.execution_count,
             "last_activity": kernel.last_activity,
+            "connections": kernel.publisher.subscriptions,
             "connection": self.connection_info(kernel),
         }
 

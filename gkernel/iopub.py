@@ -61,6 +61,8 @@ class IOPubPublisher:
         self._in_hub_thread = hub_thread_check()
         #: the sender and the welcomer, once started
         self.greenlets = []
+        #: live subscriptions: about one per connected client
+        self.subscriptions = 0
 
     def start(self):
         self.greenlets = [gevent.spawn(self._run), gevent.spawn(self._welcome_subscribers)]
@@ -99,7 +101,10 @@ class IOPubPublisher:
         while True:
             event = self.socket.recv()
             if event[:1] != b"\x01":
-                continue  # an unsubscription
+                # An unsubscription, also sent by zmq when a subscriber disconnects.
+                self.subscriptions = max(0, self.subscriptions - 1)
+                continue
+            self.subscriptions += 1
             try:
                 topic = event[1:].decode()
             except UnicodeDecodeError:

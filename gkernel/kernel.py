@@ -122,7 +122,7 @@ class Kernel(LoggingConfigurable):
         self.usage = UsageMeter()
         #: the most recent non-silent execute_request: owner of output from outside any cell
         self.last_parent = None
-        #: when the kernel last started serving a request (epoch seconds)
+        #: when the kernel last started or finished serving a request (epoch seconds)
         self.last_activity = time.time()
         #: set once a shutdown_request has been answered; the host then calls close()
         self.shutdown_event = Event()
@@ -317,6 +317,7 @@ class Kernel(LoggingConfigurable):
                 os._exit(0)
             self._reply(request, content)
         finally:
+            self.last_activity = time.time()
             self.flush_output()
             self.publisher.publish("status", {"execution_state": "idle"}, parent=msg)
             if request.after_reply is not None:

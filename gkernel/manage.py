@@ -139,14 +139,14 @@ class HostClient:
         self.host_file = host_file
         self.timeout = timeout
         self.session = Session(key=self.info["key"].encode(), signature_scheme=self.info["signature_scheme"])
-        self._context = zmq.Context()
-        self._socket = self._context.socket(zmq.DEALER)
+        # The process's shared context, as jupyter_client's clients use: a
+        # provisioner per kernel must not mean a libzmq I/O thread per kernel.
+        self._socket = zmq.Context.instance().socket(zmq.DEALER)
         self._socket.linger = 0
         self._socket.connect(f"tcp://{self.info['ip']}:{self.info['port']}")
 
     def close(self):
         self._socket.close()
-        self._context.term()
 
     def request(self, op, **args):
         """The reply content of ``op``; raises HostError on an error or no answer."""

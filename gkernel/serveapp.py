@@ -13,7 +13,7 @@ import signal
 import uuid
 
 from jupyter_core.paths import jupyter_config_path, jupyter_runtime_dir
-from traitlets import Bool, Float, Unicode
+from traitlets import Bool, Unicode
 from traitlets.config import Application
 
 from . import __version__
@@ -64,13 +64,13 @@ class ServeApp(Application):
     host_file = Unicode("", help="Where to write the host file (default: the runtime directory).").tag(config=True)
     monkey_patch = Bool(True, help="Call gevent.monkey.patch_all() before user code runs.").tag(config=True)
     capture_fd = Bool(True, help="Capture file descriptors 1 and 2 (see gkernel kernel --help-all).").tag(config=True)
-    cull_idle_timeout = Float(0, help="Not implemented yet; 0 keeps idle kernels.").tag(config=True)
     config_file_name = Unicode("gkernel_config", help="Base name of config files searched in Jupyter's config path.")
 
     aliases = {
         "ip": "KernelHost.ip",
         "transport": "KernelHost.transport",
         "max-kernels": "KernelHost.max_kernels",
+        "cull-idle-timeout": "KernelHost.cull_idle_timeout",
         "host-file": "ServeApp.host_file",
         "log-level": "Application.log_level",
     }

@@ -79,9 +79,10 @@ class Transport:
             # (e.g. a notebook server restarting its channels).
             sock.router_handover = 1
         elif kind == zmq.XPUB:
-            # Report every subscription, not only the first one per topic:
-            # each new client gets its own iopub_welcome.
-            sock.xpub_verbose = 1
+            # Report every subscription and unsubscription, not only the
+            # first and last per topic: each new client gets its own
+            # iopub_welcome, and the kernel can count its clients.
+            sock.xpub_verboser = 1
             # A subscriber that stops reading gets at most this many
             # messages queued; beyond, zmq drops them for it alone.
             sock.sndhwm = self._iopub_hwm

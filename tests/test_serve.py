@@ -209,3 +209,93 @@ def test_sigterm_and_stop_end_every_kernel_and_remove_the_host_file(tmp_path):
     done = subprocess.run([GKERNEL, "serve", "stop", "--host-file", host.host_file],
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 1 and "cannot read host file" in done.stderr
+
+
+def test_idle_kernels_without_clients_are_culled(tmp_path):
+    host = Host(tmp_path, "--cull-idle-timeout=1", "--KernelHost.cull_interval=0.2")
+    try:
+        lonely = host.api.create()["id"]
+        watched, kc = host.kernel()
+        assert wait_for(lambda: lonely not in {k["id"] for k in host.api.list()}, timeout=10)
+        listed = {k["id"]: k for k in host.api.list()}
+        assert listed[watched]["connections"] >= 1  # a connected client keeps it
+        time.sleep(1.5)
+        assert result_of(kc, "'kept'") == "'kept'"
+        kc.stop_channels()
+        host.clients.remove(kc)
+        assert wait_for(lambda: watched not in {k["id"] for k in host.api.list()}, timeout=10)
+    finally:
+        host.close()
+
+
+def _raise_open_files_limit():
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _run_everywhere(clients):
+    """Run a sleeping cell in every kernel at once; check each one's output is its own."""
+    msg_ids = [kc.execute(f"import gevent\nme = {i}\ngevent.sleep(0.5)\nprint('kernel', me)")
+               for i, kc in enumerate(clients)]
+    start = time.monotonic()
+    for i, (kc, msg_id) in enumerate(zip(clients, msg_ids)):
+        assert get_reply(kc, msg_id, timeout=60)["content"]["status"] == "ok"
+        streams = outputs(collect_iopub(kc, msg_id, timeout=60), "stream")
+        assert [c["text"] for c in streams] == [f"kernel {i}\n"]
+    return time.monotonic() - start
+
+
+@pytest.mark.timeout(300)
+def test_200_kernels_through_the_api(host):
+    import zmq
+    from jupyter_client import BlockingKernelClient
+
+    _raise_open_files_limit()
+    context = zmq.Context()
+    context.max_sockets = 4096
+    clients = []
+    try:
+        for _ in range(200):
+            kernel = host.api.create()
+            kc = BlockingKernelClient(context=context)
+            kc.load_connection_info(kernel["connection"])
+            kc.start_channels(hb=False)
+            clients.append(kc)
+        for kc in clients:
+            kc.wait_for_ready(timeout=60)
+        assert len(host.api.list()) == 200
+        elapsed = _run_everywhere(clients)
+        assert elapsed < 30, f"200 half-second cells took {elapsed:.1f} s: not concurrent"
+    finally:
+        for kc in clients:
+            kc.stop_channels()
+        context.destroy(linger=0)
+
+
+@pytest.mark.timeout(300)
+def test_200_kernels_through_the_provisioner():
+    from jupyter_client.manager import KernelManager
+
+    from conftest import SERVE_KERNEL_NAME
+
+    _raise_open_files_limit()
+    managers, clients = [], []
+    try:
+        for _ in range(200):
+            km = KernelManager(kernel_name=SERVE_KERNEL_NAME)
+            km.start_kernel()
+            managers.append(km)
+            kc = km.client()
+            kc.start_channels(hb=False)
+            clients.append(kc)
+        for kc in clients:
+            kc.wait_for_ready(timeout=60)
+        assert len({km.provisioner.kernel_id_in_host for km in managers}) == 200
+        _run_everywhere(clients)
+    finally:
+        for kc in clients:
+            kc.stop_channels()
+        for km in managers:
+            km.shutdown_kernel(now=True)
