@@ -208,6 +208,94 @@ def under_load(km, kc, result):
     result["interrupt_msg_cpu"].append(interrupt_reply_time(km, kc, "while True:\n    pass", by_message=True))
 
 
+class ShellPinger:
+    """A shell-only client (one DEALER): enough for kernel_info across a thousand kernels."""
+
+    def __init__(self, context, info):
+        import zmq
+        from jupyter_client.session import Session
+
+        self.session = Session(key=info["key"].encode(), signature_scheme=info["signature_scheme"])
+        self.socket = context.socket(zmq.DEALER)
+        self.socket.linger = 0
+        self.socket.connect(f"tcp://{info['ip']}:{info['shell_port']}")
+
+    def request(self, msg_type, content=None):
+        """Seconds until the reply to one request."""
+        t0 = time.perf_counter()
+        msg = self.session.send(self.socket, msg_type, content or {})
+        while True:
+            if not self.socket.poll(30000):
+                raise RuntimeError(f"no {msg_type} reply within 30 s")
+            _, frames = self.session.feed_identities(self.socket.recv_multipart())
+            if self.session.deserialize(frames)["parent_header"]["msg_id"] == msg["header"]["msg_id"]:
+                return time.perf_counter() - t0
+
+
+def serve_host(max_kernels):
+    """Start a gkernel serve host; return (process, management client)."""
+    import os
+    import subprocess
+    import tempfile
+
+    from gkernel.manage import HostClient
+
+    host_file = os.path.join(tempfile.mkdtemp(prefix="gkernel-bench-"), "host.json")
+    gkernel = os.path.join(os.path.dirname(sys.executable), "gkernel")
+    proc = subprocess.Popen([gkernel, "serve", "--host-file", host_file, f"--max-kernels={max_kernels}"],
+                            stderr=subprocess.DEVNULL)
+    while not os.path.exists(host_file):
+        time.sleep(0.02)
+    return proc, HostClient(host_file, timeout=60)
+
+
+def serve_figures(result, max_kernels):
+    """Kernels in one gkernel serve host: creation, memory per kernel, kernel_info across idle kernels, load."""
+    import resource
+
+    import zmq
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    context = zmq.Context()
+    context.max_sockets = 4 * max_kernels + 100
+    proc, api = serve_host(max_kernels)
+    try:
+        base = rss_of(proc.pid)
+        pingers = []
+        for target in (10, 100, max_kernels):
+            while len(pingers) < target:
+                t0 = time.perf_counter()
+                kernel = api.create()
+                pinger = ShellPinger(context, kernel["connection"])
+                pinger.request("kernel_info_request")
+                result["serve_create"].append(time.perf_counter() - t0)
+                pingers.append(pinger)
+            time.sleep(0.5)
+            result[f"serve_rss_{target}"].append((rss_of(proc.pid) - base) / target)
+        for pinger in pingers:
+            result["serve_kernel_info"].append(pinger.request("kernel_info_request"))
+        # 100 kernels busy with cooperative work while another one answers execute requests.
+        busy = "import gevent\nfor _ in range(300):\n    gevent.sleep(0.01)"
+        for pinger in pingers[1:101]:
+            pinger.session.send(pinger.socket, "execute_request", {"code": busy, "silent": False})
+        time.sleep(0.3)
+        for _ in range(50):
+            result["serve_execute_busy"].append(pingers[0].request("execute_request", {"code": "pass"}))
+    finally:
+        api.stop()
+        proc.wait(timeout=120)
+        context.destroy(linger=0)
+
+
+def rss_of(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--starts", type=int, default=8, help="kernel starts per kernel (default 8)")
@@ -216,6 +304,8 @@ def main():
                         help="rounds of the output throughput runs per kernel (default 3)")
     parser.add_argument("--load-rounds", type=int, default=3,
                         help="rounds of the heartbeat, control and interrupt runs per kernel (default 3)")
+    parser.add_argument("--serve-kernels", type=int, default=1000,
+                        help="kernels in the gkernel serve host run (default 1000; 0 skips it)")
     parser.add_argument("--gkernel-arg", action="append", default=[], metavar="ARG",
                         help="extra command-line argument for the gkernel kernels, e.g. --gkernel-arg=--no-capture-fd")
     args = parser.parse_args()
@@ -250,6 +340,9 @@ def main():
             under_load(km, kc, results[name])
     for km, kc, _ in clients.values():
         stop(km, kc)
+    if args.serve_kernels:
+        print(f"a gkernel serve host with {args.serve_kernels} kernels...", file=sys.stderr)
+        serve_figures(results["gkernel"], args.serve_kernels)
 
     options = f", gkernel with {' '.join(args.gkernel_arg)}" if args.gkernel_arg else ""
     print(f"\ngkernel vs ipykernel (Python {sys.version.split()[0]}{options}); ratio = gkernel / ipykernel\n")
@@ -269,6 +362,8 @@ def main():
         (f"{MEGABYTES} MB printed: stream messages", "mb_messages", 1, ""),
         ("first output of a cell: time after the request", "first_output", 1000, "ms"),
     ], p99=False)
+    if args.serve_kernels:
+        serve_table(results, args.serve_kernels)
     table(f"Under load ({args.load_rounds} rounds; lower is better)", results, [
         ("heartbeat echo while a cell spins the CPU", "hb_spin", 1000, "ms"),
         ("kernel_info on control while a cell does gevent.sleep(2)", "control_sleep", 1000, "ms"),
@@ -276,6 +371,28 @@ def main():
         ("SIGINT to KeyboardInterrupt reply, cell in a CPU loop", "interrupt_cpu", 1000, "ms"),
         ("interrupt_request to KeyboardInterrupt reply, CPU loop", "interrupt_msg_cpu", 1000, "ms"),
     ])
+
+
+def serve_table(results, n):
+    g, i = results["gkernel"], results["ipykernel"]
+    process_start, process_rss = statistics.median(i["start"]) * 1000, statistics.median(i["rss"])
+    create = statistics.median(g["serve_create"]) * 1000
+    print("Many kernels: one gkernel serve host vs one ipykernel process per kernel\n")
+    print("| measure | gkernel serve | ipykernel | ratio |")
+    print("| --- | ---: | ---: | ---: |")
+    print(f"| new kernel until its first kernel_info_reply (median) | {create:.1f} ms | {process_start:.1f} ms "
+          f"| {create / process_start:.3f}x |")
+    for target in (10, 100, n):
+        per = statistics.median(g[f"serve_rss_{target}"])
+        print(f"| RSS per extra kernel, {target} kernels | {per:.2f} MB | {process_rss:.1f} MB | "
+              f"{per / process_rss:.3f}x |")
+    info = g["serve_kernel_info"]
+    print(f"| kernel_info across {len(info)} idle kernels, p50 / p99 | {percentile(info, 50) * 1000:.2f} / "
+          f"{percentile(info, 99) * 1000:.2f} ms | | |")
+    busy = g["serve_execute_busy"]
+    print(f"| execute round trip while 100 kernels of the host run cells, p50 / p99 | "
+          f"{percentile(busy, 50) * 1000:.2f} / {percentile(busy, 99) * 1000:.2f} ms | | |")
+    print("\n(ipykernel columns: one process per kernel, from the start runs above.)\n")
 
 
 def table(title, results, rows, p99=True):
