@@ -12,6 +12,7 @@ leaves the registry, so its namespace can be freed.
 Hub thread only.
 """
 
+import gc
 import time
 import uuid
 
@@ -111,6 +112,10 @@ class KernelHost(LoggingConfigurable):
         del self.kernels[kernel.id]
         kernel.shutdown_event.set()
         kernel.close()
+        kernel.interpreter.forget()
+        # A kernel is full of reference cycles: collect them once our callers
+        # have let go of it, rather than whenever the collector gets to them.
+        gevent.get_hub().loop.run_callback(gc.collect)
         self.log.info("kernel %s ended", kernel.id)
 
     def shutdown(self, kernel_id, restart=False):

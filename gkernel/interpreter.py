@@ -94,6 +94,17 @@ class Interpreter(LoggingConfigurable):
             return CellResult(error=self.format_error(exc))
         return CellResult()
 
+    def forget(self):
+        """When a host ends a kernel: free the namespace and the cells' sources (the host lives on).
+
+        Clearing the namespace frees what the user made at once, even while
+        reference cycles keep the kernel object itself alive a little longer.
+        """
+        self.user_ns.clear()
+        for filename in self._labels:
+            linecache.cache.pop(filename, None)
+        self._labels.clear()
+
     def _code(self, tree, filename, mode):
         code = compile(tree, filename, mode, self._future_flags, dont_inherit=True)
         self._future_flags |= code.co_flags & _FUTURE_FLAGS

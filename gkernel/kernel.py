@@ -155,6 +155,7 @@ class Kernel(LoggingConfigurable):
         gevent.killall(self._readers, timeout=1)
         self.stdin.stop()
         self.dispatcher.stop()
+        self._kill_cell_greenlets()
         remove_patches(self)
         self.flush_output()
         self.publisher.flush(timeout=2.0)
@@ -162,6 +163,27 @@ class Kernel(LoggingConfigurable):
         self.heartbeat.stop()
         self.transport.close()
         self.history.close()
+
+    def _kill_cell_greenlets(self):
+        """End the greenlets this kernel's cells spawned: they outlive their cells, not their kernel.
+
+        gevent keeps no registry of greenlets, so they are found the way
+        gevent's own GreenletTree finds them, through the garbage collector
+        (once per kernel shutdown).
+        """
+        import gc
+
+        from gevent import Greenlet
+
+        from .cells import CELL_KEY
+
+        def belongs_here(obj):
+            tree = getattr(obj, "spawn_tree_locals", None)
+            cell = tree.get(CELL_KEY) if tree else None
+            return cell is not None and cell.kernel is self
+
+        mine = [obj for obj in gc.get_objects() if isinstance(obj, Greenlet) and not obj.dead and belongs_here(obj)]
+        gevent.killall(mine, timeout=1)
 
     def flush_output(self):
         """Publish everything written so far: C stdio and fd-level output, then the stream buffer."""

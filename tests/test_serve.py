@@ -299,3 +299,19 @@ def test_200_kernels_through_the_provisioner():
             kc.stop_channels()
         for km in managers:
             km.shutdown_kernel(now=True)
+
+
+def test_shutting_a_kernel_down_returns_its_memory(host):
+    def rss_mb():
+        with open(f"/proc/{host.proc.pid}/status") as f:
+            return next(int(line.split()[1]) // 1024 for line in f if line.startswith("VmRSS:"))
+
+    a, kc = host.kernel()
+    before = rss_mb()
+    execute(kc, "import gevent\nblob = bytearray(300 * 2**20)\n"
+                "holder = gevent.spawn(lambda: gevent.sleep(600) or blob)")  # a greenlet holds it too
+    assert rss_mb() - before > 250
+    kc.stop_channels()
+    host.clients.remove(kc)
+    host.api.shutdown(a)
+    assert wait_for(lambda: rss_mb() - before < 50, timeout=10), f"still {rss_mb() - before} MB above"
