@@ -63,7 +63,11 @@ class ServeApp(Application):
 
     host_file = Unicode("", help="Where to write the host file (default: the runtime directory).").tag(config=True)
     monkey_patch = Bool(True, help="Call gevent.monkey.patch_all() before user code runs.").tag(config=True)
-    capture_fd = Bool(True, help="Capture file descriptors 1 and 2 (see gkernel kernel --help-all).").tag(config=True)
+    capture_fd = Bool(
+        False, help="Capture file descriptors 1 and 2. A process has one fd 1, so fd-level output of "
+                    "one kernel could then reach another (it goes to the kernel whose cell collects it); "
+                    "off, it goes to the host's own stdout/stderr."
+    ).tag(config=True)
     config_file_name = Unicode("gkernel_config", help="Base name of config files searched in Jupyter's config path.")
 
     aliases = {
@@ -76,6 +80,7 @@ class ServeApp(Application):
     }
     flags = {
         "no-monkey-patch": ({"ServeApp": {"monkey_patch": False}}, "Do not call gevent.monkey.patch_all()."),
+        "capture-fd": ({"ServeApp": {"capture_fd": True}}, "Capture fds 1 and 2 (not isolated between kernels)."),
         "debug": ({"Application": {"log_level": 10}}, "Log at DEBUG level."),
     }
 

@@ -315,3 +315,28 @@ def test_shutting_a_kernel_down_returns_its_memory(host):
     host.clients.remove(kc)
     host.api.shutdown(a)
     assert wait_for(lambda: rss_mb() - before < 50, timeout=10), f"still {rss_mb() - before} MB above"
+
+
+def test_input_and_fd_output_stay_in_their_kernel(host):
+    a, kc_a = host.kernel()
+    b, kc_b = host.kernel()
+    # Both wait for input at once; each answer reaches its own kernel.
+    cells = {name: kc.execute(f"print('{name} got', input('{name}? '))", allow_stdin=True)
+             for name, kc in (("A", kc_a), ("B", kc_b))}
+    requests = {name: kc.get_stdin_msg(timeout=10) for name, kc in (("A", kc_a), ("B", kc_b))}
+    assert requests["A"]["content"]["prompt"] == "A? " and requests["B"]["content"]["prompt"] == "B? "
+    kc_b.input("bee")
+    kc_a.input("ay")
+    for name, kc, answer in (("A", kc_a, "ay"), ("B", kc_b, "bee")):
+        msgs = collect_iopub(kc, cells[name])
+        assert [c["text"] for c in outputs(msgs, "stream")] == [f"{name} got {answer}\n"]
+        get_reply(kc, cells[name])
+    # fd-level output cannot be told apart by kernel: by default it reaches no cell at all.
+    msg_id = kc_a.execute("import os\nos.write(1, b'fd-level from A\\n')\nimport gevent\ngevent.sleep(0.2)")
+    other = kc_b.execute("import gevent\nfor i in range(10):\n    gevent.sleep(0.03)\n    print('B', i)")
+    for kc, cell in ((kc_a, msg_id), (kc_b, other)):
+        texts = "".join(c["text"] for c in outputs(collect_iopub(kc, cell), "stream"))
+        assert "fd-level" not in texts
+        get_reply(kc, cell)
+    host.log.flush()
+    assert wait_for(lambda: "fd-level from A" in open(host.log.name).read(), timeout=5)
