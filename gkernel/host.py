@@ -13,6 +13,7 @@ Hub thread only.
 """
 
 import gc
+import os
 import time
 import uuid
 
@@ -72,8 +73,7 @@ class KernelHost(LoggingConfigurable):
             raise HostError(f"this host already runs {len(self.kernels)} kernels (--max-kernels={self.max_kernels})")
         from jupyter_client.session import Session
 
-        info = dict(info) if info else {"transport": self.transport, "ip": self.ip,
-                                        "key": uuid.uuid4().hex, "signature_scheme": "hmac-sha256"}
+        info = dict(info) if info else self._new_connection_info()
         transport = self._bind(info)
         transport.green()
         session = Session(key=info["key"].encode(), signature_scheme=info["signature_scheme"],
@@ -85,6 +85,18 @@ class KernelHost(LoggingConfigurable):
         gevent.spawn(self._end_when_asked, kernel)
         self.log.info("kernel %s started on %s", kernel.id, info["ip"])
         return kernel
+
+    def _new_connection_info(self):
+        key = uuid.uuid4().hex
+        ip = self.ip
+        if self.transport == "ipc":
+            # ipc "addresses" are path prefixes: one per kernel, in the private runtime directory.
+            from jupyter_core.paths import jupyter_runtime_dir
+
+            runtime = jupyter_runtime_dir()
+            os.makedirs(runtime, mode=0o700, exist_ok=True)
+            ip = os.path.join(runtime, f"gkernel-ipc-{key[:12]}")
+        return {"transport": self.transport, "ip": ip, "key": key, "signature_scheme": "hmac-sha256"}
 
     def _bind(self, info):
         deadline = time.monotonic() + 2

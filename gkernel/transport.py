@@ -19,6 +19,8 @@ afterwards never names a port someone else grabbed in between.
 This module knows nothing about what travels on the sockets.
 """
 
+import os
+
 import zmq
 
 __all__ = ["CHANNELS", "Transport"]
@@ -104,12 +106,9 @@ class Transport:
         else:
             # ipc: pick the first free numbered path, as jupyter_client does.
             port = 1
-            while True:
-                try:
-                    sock.bind(_endpoint(transport, ip, port))
-                    break
-                except zmq.ZMQError:
-                    port += 1
+            while os.path.exists(f"{ip}-{port}"):
+                port += 1
+            sock.bind(_endpoint(transport, ip, port))
             self.info[key] = port
 
     def green(self):
@@ -140,7 +139,14 @@ class Transport:
                 watcher.stop()
 
     def close(self):
-        """Close the channel sockets (the heartbeat closes its own)."""
+        """Close the channel sockets (the heartbeat closes its own) and remove ipc socket files."""
         for name in self._native:
             if name != "hb":
                 getattr(self, name).close()
+        if self.info["transport"] == "ipc":
+            # libzmq leaves them behind; unlinking a bound path is harmless for the heartbeat.
+            for name in CHANNELS:
+                try:
+                    os.remove(f"{self.info['ip']}-{self.info[f'{name}_port']}")
+                except OSError:
+                    pass

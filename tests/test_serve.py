@@ -340,3 +340,16 @@ def test_input_and_fd_output_stay_in_their_kernel(host):
         get_reply(kc, cell)
     host.log.flush()
     assert wait_for(lambda: "fd-level from A" in open(host.log.name).read(), timeout=5)
+
+
+def test_ipc_transport(tmp_path):
+    host = Host(tmp_path, "--transport=ipc")
+    try:
+        a, kc = host.kernel()
+        connection = host.api.list()[0]["connection"]
+        assert connection["transport"] == "ipc" and os.path.exists(f"{connection['ip']}-{connection['shell_port']}")
+        assert result_of(kc, "'over ipc'") == "'over ipc'"
+        host.api.shutdown(a)
+        assert wait_for(lambda: not os.path.exists(f"{connection['ip']}-{connection['shell_port']}"), timeout=5)
+    finally:
+        host.close()
