@@ -76,3 +76,29 @@ def test_nbclient_runs_notebooks_in_a_host_at_once():
 
     with ThreadPoolExecutor(3) as pool:
         assert list(pool.map(run, range(3))) == [[], [], []]
+
+
+def test_async_kernel_manager_as_jupyter_server_uses_it():
+    """jupyter_server's kernels are AsyncKernelManagers: the same provisioner path, awaited."""
+    import asyncio
+
+    from jupyter_client.manager import AsyncKernelManager
+
+    async def scenario():
+        km = AsyncKernelManager(kernel_name=SERVE_KERNEL_NAME)
+        await km.start_kernel()
+        kc = km.client()
+        kc.start_channels()
+        try:
+            await kc.wait_for_ready(timeout=60)
+            reply = await kc.execute("print('async')", reply=True, timeout=30)
+            assert reply["content"]["status"] == "ok"
+            assert await km.is_alive()
+            await km.restart_kernel()
+            await kc.wait_for_ready(timeout=60)
+        finally:
+            kc.stop_channels()
+            await km.shutdown_kernel()
+        assert not await km.is_alive()
+
+    asyncio.run(scenario())
