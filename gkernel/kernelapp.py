@@ -26,7 +26,7 @@ from . import __version__
 from .history import HistoryManager
 from .interpreter import Interpreter
 from .kernel import Kernel
-from .process import ProcessRuntime
+from .process import ProcessRuntime, serve_until
 
 __all__ = ["GKernelApp", "launch"]
 
@@ -90,12 +90,10 @@ class GKernelApp(Application):
 
     def initialize(self, argv=None):
         self.parse_command_line(argv)
-        for path in reversed(jupyter_config_path()):
-            self.load_config_file(self.config_file_name, path=path)  # keeps the command line's priority
-        self.log  # create the log handler on the real stderr before it is replaced
+        load_jupyter_config(self)
         self._bind()
         if self.monkey_patch:
-            _patch_all()
+            patch_all_once()
 
     def _bind(self):
         import zmq
@@ -136,22 +134,13 @@ class GKernelApp(Application):
         if own_file:
             self.log.warning("To connect a client: jupyter console --existing %s", self.connection_file)
         try:
-            self._serve_until_shutdown(kernel)
+            serve_until(kernel.shutdown_event, self.log)
         finally:
             kernel.close()
             process.stop()
             context.destroy(linger=0)
             if own_file:
                 self._remove_connection_file()
-
-    def _serve_until_shutdown(self, kernel):
-        """Wait for the shutdown; what the hub throws at the main greenlet is logged, not fatal."""
-        while not kernel.shutdown_event.is_set():
-            try:
-                kernel.shutdown_event.wait()
-            except Exception:
-                # gevent sends errors of callbacks without a greenlet here.
-                self.log.exception("an error reached the kernel's main greenlet; still serving")
 
     @staticmethod
     def _on_sigint(kernel):
@@ -204,7 +193,17 @@ class GKernelApp(Application):
             pass
 
 
-def _patch_all():
+def load_jupyter_config(app):
+    """Load ``app.config_file_name`` from Jupyter's config path; the command line keeps priority.
+
+    Also creates the app's log handler, on the real stderr, before cells' streams replace it.
+    """
+    for path in reversed(jupyter_config_path()):
+        app.load_config_file(app.config_file_name, path=path)
+    app.log
+
+
+def patch_all_once():
     """``gevent.monkey.patch_all()``, with one scan of installed entry points instead of 25.
 
     gevent asks ``importlib.metadata.entry_points`` for its plugins before

@@ -22,7 +22,7 @@ from .cpuwatch import CpuWatch
 from .forks import ForkRelay
 from .outstream import STREAM_NAMES, StreamRouter
 
-__all__ = ["ProcessRuntime"]
+__all__ = ["ProcessRuntime", "serve_until"]
 
 
 class ProcessRuntime:
@@ -96,6 +96,18 @@ class ProcessRuntime:
         for handler in self.log.handlers:
             if getattr(handler, "stream", None) is old:
                 handler.setStream(new)
+
+
+def serve_until(event, log):
+    """Wait for *event* in the main greenlet; what the hub throws at it is logged, not fatal.
+
+    gevent sends errors of callbacks that have no greenlet to the main greenlet.
+    """
+    while not event.is_set():
+        try:
+            event.wait()
+        except Exception:
+            log.exception("an error reached the main greenlet; still serving")
 
 
 def _contain_greenlet_errors(hub):

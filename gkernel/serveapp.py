@@ -12,7 +12,7 @@ import os
 import signal
 import uuid
 
-from jupyter_core.paths import jupyter_config_path, jupyter_runtime_dir
+from jupyter_core.paths import jupyter_runtime_dir
 from traitlets import Bool, Unicode
 from traitlets.config import Application
 
@@ -21,6 +21,7 @@ from .history import HistoryManager
 from .host import KernelHost
 from .interpreter import Interpreter
 from .kernel import Kernel
+from .kernelapp import load_jupyter_config, patch_all_once
 
 __all__ = ["ServeApp", "StopApp"]
 
@@ -88,12 +89,9 @@ class ServeApp(Application):
         self.parse_command_line(argv)
         if self.subapp is not None:
             return
-        for path in reversed(jupyter_config_path()):
-            self.load_config_file(self.config_file_name, path=path)
-        self.log  # the log handler is made on the real stderr
+        load_jupyter_config(self)
         if self.monkey_patch:
-            from .kernelapp import _patch_all
-            _patch_all()
+            patch_all_once()
 
     def start(self):
         if self.subapp is not None:
@@ -104,7 +102,7 @@ class ServeApp(Application):
         from jupyter_client.session import Session
 
         from .manage import ManagementServer
-        from .process import ProcessRuntime
+        from .process import ProcessRuntime, serve_until
 
         context = zmq.Context()
         _raise_limits(context, self.log)
@@ -127,11 +125,7 @@ class ServeApp(Application):
                                       "signature_scheme": "hmac-sha256", "version": __version__})
         self.log.warning("gkernel serve %s: host file %s", __version__, path)
         try:
-            while not stop.is_set():
-                try:
-                    stop.wait()
-                except Exception:
-                    self.log.exception("an error reached the host's main greenlet; still serving")
+            serve_until(stop, self.log)
         finally:
             server.close()
             host.shutdown_all()

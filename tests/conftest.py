@@ -51,12 +51,25 @@ def pytest_unconfigure(config):
     shutil.rmtree(_root, ignore_errors=True)
 
 
-def start_kernel(*extra_arguments):
-    """Start a gkernel subprocess through its kernelspec; return (manager, client)."""
+def start_kernel(*extra_arguments, stdout=None):
+    """Start a gkernel subprocess through its kernelspec; return (manager, client).
+
+    *stdout*: a file for the kernel process's own stdout.
+    """
     from jupyter_client.manager import start_new_kernel
 
     return start_new_kernel(kernel_name=KERNEL_NAME, startup_timeout=30,
-                            extra_arguments=list(extra_arguments))
+                            extra_arguments=list(extra_arguments), stdout=stdout)
+
+
+def wait_for(predicate, timeout=20):
+    """Poll *predicate* until it is true (True) or *timeout* seconds passed (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def stop_kernel(km, kc):

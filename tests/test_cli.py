@@ -6,13 +6,12 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 
 import pytest
 from jupyter_client import BlockingKernelClient
 from jupyter_client.kernelspec import KernelSpecManager
 
-from conftest import GKERNEL, execute, outputs
+from conftest import GKERNEL, execute, outputs, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -71,15 +70,6 @@ def test_help_explains_options():
     for option in ("--user", "--sys-prefix", "--prefix", "--name", "--display-name"):
         assert option in install_help, option
     assert run().returncode == 2  # no subcommand: help and a usage error
-
-
-def wait_for(predicate, timeout=20):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def own_file_kernel(tmp_path, env):

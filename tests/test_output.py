@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from conftest import (KERNEL_NAME, collect_iopub, execute, get_reply, outputs, result_of, start_kernel,
+from conftest import (collect_iopub, execute, get_reply, outputs, result_of, start_kernel,
                       stdout_of, stop_kernel)
 
 pytestmark = pytest.mark.timeout(90)
@@ -164,15 +164,9 @@ def test_ipython_display_publishes_through_gkernel(kc):
 
 def test_capture_off_and_real_threads(tmp_path):
     """--no-capture-fd leaves fd 1 alone; a real thread's output goes to the cell that started it."""
-    from jupyter_client.manager import KernelManager
-
     with open(tmp_path / "stdout.txt", "w") as out:
-        km = KernelManager(kernel_name=KERNEL_NAME)
-        km.start_kernel(extra_arguments=["--no-capture-fd", "--no-monkey-patch"], stdout=out)
-        kc = km.client()
-        kc.start_channels()
+        km, kc = start_kernel("--no-capture-fd", "--no-monkey-patch", stdout=out)
         try:
-            kc.wait_for_ready(timeout=30)
             reply, msgs = execute(kc, "import io, os, sys\n"
                                       "os.write(1, b'to the real fd\\n')\n"
                                       "try:\n"
@@ -206,15 +200,9 @@ def test_capture_off_and_real_threads(tmp_path):
 
 def test_fds_are_restored_at_shutdown(tmp_path):
     """At exit, after the kernel shut down, fd 1 is the process's original stdout again."""
-    from jupyter_client.manager import KernelManager
-
     with open(tmp_path / "stdout.txt", "w") as out:
-        km = KernelManager(kernel_name=KERNEL_NAME)
-        km.start_kernel(stdout=out)
-        kc = km.client()
-        kc.start_channels()
+        km, kc = start_kernel(stdout=out)
         try:
-            kc.wait_for_ready(timeout=30)
             reply, msgs = execute(kc, "import atexit, os\n"
                                       "atexit.register(os.write, 1, b'written at exit\\n')\n"
                                       "os.write(1, b'captured\\n')")

@@ -9,18 +9,9 @@ import time
 
 import pytest
 
-from conftest import GKERNEL, collect_iopub, execute, get_reply, outputs, result_of
+from conftest import GKERNEL, collect_iopub, execute, get_reply, outputs, result_of, wait_for
 
 pytestmark = pytest.mark.timeout(90)
-
-
-def wait_for(predicate, timeout=20):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 class Host:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import KERNEL_NAME, execute, outputs, result_of, stdout_of, stop_kernel
+from conftest import execute, outputs, result_of, start_kernel, stdout_of, stop_kernel
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -49,16 +49,10 @@ print(swallowed)
 
 
 def test_isatty_and_echo_options(tmp_path):
-    from jupyter_client.manager import KernelManager
-
     log = tmp_path / "kernel-stdout.txt"
     with open(log, "w") as out:
-        km = KernelManager(kernel_name=KERNEL_NAME)
-        km.start_kernel(extra_arguments=["--GKernelApp.isatty=True", "--GKernelApp.echo=True"], stdout=out)
-        kc = km.client()
-        kc.start_channels()
+        km, kc = start_kernel("--GKernelApp.isatty=True", "--GKernelApp.echo=True", stdout=out)
         try:
-            kc.wait_for_ready(timeout=30)
             assert result_of(kc, "import sys\n(sys.stdout.isatty(), sys.stderr.isatty())") == "(True, True)"
             _, msgs = execute(kc, "print('echoed line')")
             assert stdout_of(msgs) == "echoed line\n"  # still reaches the cell
