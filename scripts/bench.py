@@ -58,11 +58,7 @@ def stop(km, kc):
 
 
 def rss_mb(km):
-    with open(f"/proc/{km.provisioner.process.pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+    return rss_of(km.provisioner.process.pid)
 
 
 def wait_idle(kc, msg_id):
