@@ -228,6 +228,11 @@ class ShellPinger:
                 return time.perf_counter() - t0
 
 
+def serve_sizes(n):
+    """The host sizes at which memory per kernel is measured."""
+    return sorted({size for size in (10, 100, n) if size <= n})
+
+
 def serve_host(max_kernels):
     """Start a gkernel serve host; return (process, management client)."""
     import os
@@ -259,7 +264,7 @@ def serve_figures(result, max_kernels):
     try:
         base = rss_of(proc.pid)
         pingers = []
-        for target in (10, 100, max_kernels):
+        for target in serve_sizes(max_kernels):
             while len(pingers) < target:
                 t0 = time.perf_counter()
                 kernel = api.create()
@@ -378,7 +383,7 @@ def serve_table(results, n):
     print("| --- | ---: | ---: | ---: |")
     print(f"| new kernel until its first kernel_info_reply (median) | {create:.1f} ms | {process_start:.1f} ms "
           f"| {create / process_start:.3f}x |")
-    for target in (10, 100, n):
+    for target in serve_sizes(n):
         per = statistics.median(g[f"serve_rss_{target}"])
         print(f"| RSS per extra kernel, {target} kernels | {per:.2f} MB | {process_rss:.1f} MB | "
               f"{per / process_rss:.3f}x |")
