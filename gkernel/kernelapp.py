@@ -130,6 +130,7 @@ class GKernelApp(Application):
             self._write_connection_file(info)
 
         kernel.start()
+        self._watch_parent(kernel)
         self.log.info("gkernel %s serving %s", __version__, self.connection_file)
         if own_file:
             self.log.warning("To connect a client: jupyter console --existing %s", self.connection_file)
@@ -141,6 +142,29 @@ class GKernelApp(Application):
             context.destroy(linger=0)
             if own_file:
                 self._remove_connection_file()
+
+    def _watch_parent(self, kernel):
+        """End the kernel when the process that launched it is gone.
+
+        jupyter_client's launcher names itself in ``JPY_PARENT_PID``; a client
+        killed without shutting its kernel down would otherwise leave it running
+        forever. Once reparented, ``os.getppid()`` no longer answers that pid.
+        """
+        import gevent
+
+        try:
+            parent = int(os.environ.get("JPY_PARENT_PID", ""))
+        except ValueError:
+            return
+
+        def watch():
+            while os.getppid() == parent:
+                gevent.sleep(1)
+            self.log.warning("the process that launched this kernel (pid %d) is gone; shutting down", parent)
+            kernel.shutdown_event.set()
+
+        if os.getppid() == parent:
+            gevent.spawn(watch)
 
     @staticmethod
     def _on_sigint(kernel):

@@ -11,7 +11,7 @@ import pytest
 from jupyter_client import BlockingKernelClient
 from jupyter_client.kernelspec import KernelSpecManager
 
-from conftest import GKERNEL, execute, outputs, wait_for
+from conftest import GKERNEL, KERNEL_NAME, execute, outputs, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -141,3 +141,31 @@ def test_config_file_is_honoured(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=10)
+
+
+def test_kernel_ends_when_its_launcher_dies(tmp_path):
+    """A client killed without shutting its kernel down must not leave the kernel running."""
+    launcher = tmp_path / "launcher.py"
+    launcher.write_text(
+        "import os, subprocess\n"
+        "from jupyter_client.manager import KernelManager\n"
+        f"km = KernelManager(kernel_name={KERNEL_NAME!r})\n"
+        "km.start_kernel(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+        "kc = km.client(); kc.start_channels(); kc.wait_for_ready(timeout=30)\n"
+        "print(km.provisioner.process.pid, flush=True)\n"
+        "os._exit(0)  # dies without a word to its kernel\n")
+    done = subprocess.run([sys.executable, str(launcher)], capture_output=True, text=True, timeout=60)
+    kernel_pid = int(done.stdout.split()[-1])
+
+    def gone():
+        try:
+            os.kill(kernel_pid, 0)
+        except ProcessLookupError:
+            return True
+        with open(f"/proc/{kernel_pid}/stat") as f:
+            return f.read().split()[2] == "Z"  # exited, not yet reaped
+    try:
+        assert wait_for(gone, timeout=15), "the orphaned kernel kept running"
+    finally:
+        if not gone():
+            os.kill(kernel_pid, signal.SIGKILL)
