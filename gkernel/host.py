@@ -38,6 +38,9 @@ class KernelHost(LoggingConfigurable):
     ip = Unicode("127.0.0.1", help="Address the kernels' channels bind to.").tag(config=True)
     transport = CaselessStrEnum(["tcp", "ipc"], "tcp", help="ZeroMQ transport of the kernels' channels.").tag(config=True)
     max_kernels = Integer(1000, help="Kernels this host runs at most; more are refused.").tag(config=True)
+    iopub_hwm = Integer(
+        1000, help="IOPub send high-water mark of each kernel (see gkernel kernel --help-all)."
+    ).tag(config=True)
     cull_idle_timeout = Float(
         0, help="Shut down a kernel idle for this many seconds (0: never). A kernel is idle when no "
                 "request is running in it; its background greenlets do not count."
@@ -102,7 +105,8 @@ class KernelHost(LoggingConfigurable):
         deadline = time.monotonic() + 2
         while True:
             try:
-                return Transport(self.context, info, green_context=self._green_context)
+                return Transport(self.context, info, iopub_hwm=self.iopub_hwm,
+                                 green_context=self._green_context)
             except zmq.ZMQError as exc:
                 # A restart rebinds the ports its predecessor just closed; zmq releases them asynchronously.
                 if exc.errno != zmq.EADDRINUSE or "shell_port" not in info or time.monotonic() > deadline:
