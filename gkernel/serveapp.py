@@ -17,6 +17,7 @@ from traitlets import Bool, Unicode
 from traitlets.config import Application
 
 from . import __version__
+from ._limits import raise_limits
 from .history import HistoryManager
 from .host import KernelHost
 from .interpreter import Interpreter
@@ -105,7 +106,7 @@ class ServeApp(Application):
         from .process import ProcessRuntime, serve_until
 
         context = zmq.Context()
-        _raise_limits(context, self.log)
+        raise_limits(context, self.log)
         stop = Event()
         host = None
         process = ProcessRuntime(lambda: list(host.kernels.values()), self.log, capture_fd=self.capture_fd)
@@ -142,13 +143,3 @@ class ServeApp(Application):
         os.chmod(path, 0o600)
         return path
 
-
-def _raise_limits(context, log):
-    """Hundreds of kernels need more than the defaults: seven sockets and a few fds each."""
-    import resource
-
-    context.max_sockets = 1 << 16  # libzmq's default is 1023: about 140 kernels
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    log.info("up to %d sockets, %d open files", context.max_sockets, hard)

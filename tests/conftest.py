@@ -8,6 +8,7 @@ and never touch the user's own Jupyter directories.
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -147,3 +148,39 @@ def outputs(msgs, msg_type="stream", name=None):
 
 def stdout_of(msgs):
     return "".join(c["text"] for c in outputs(msgs, "stream", "stdout"))
+
+
+class Host:
+    """A ``gkernel serve`` subprocess and a management client for it."""
+
+    def __init__(self, tmp_path, *args):
+        from gkernel.manage import HostClient
+
+        self.host_file = str(tmp_path / "host.json")
+        self.log = open(tmp_path / "host.log", "w")
+        self.proc = subprocess.Popen([GKERNEL, "serve", "--host-file", self.host_file, *args],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        assert wait_for(lambda: os.path.exists(self.host_file)), "the host wrote no host file"
+        self.api = HostClient(self.host_file)
+        self.clients = []
+
+    def kernel(self):
+        """Create a kernel through the API; return (kernel id, ready BlockingKernelClient)."""
+        from jupyter_client import BlockingKernelClient
+
+        kernel = self.api.create()
+        kc = BlockingKernelClient()
+        kc.load_connection_info(kernel["connection"])
+        kc.start_channels()
+        kc.wait_for_ready(timeout=30)
+        self.clients.append(kc)
+        return kernel["id"], kc
+
+    def close(self):
+        for kc in self.clients:
+            kc.stop_channels()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=20)
+        self.api.close()
+        self.log.close()

@@ -9,45 +9,9 @@ import time
 
 import pytest
 
-from conftest import GKERNEL, collect_iopub, execute, get_reply, outputs, result_of, wait_for
+from conftest import GKERNEL, Host, collect_iopub, execute, get_reply, outputs, result_of, wait_for
 
 pytestmark = pytest.mark.timeout(90)
-
-
-class Host:
-    """A ``gkernel serve`` subprocess and a management client for it."""
-
-    def __init__(self, tmp_path, *args):
-        from gkernel.manage import HostClient
-
-        self.host_file = str(tmp_path / "host.json")
-        self.log = open(tmp_path / "host.log", "w")
-        self.proc = subprocess.Popen([GKERNEL, "serve", "--host-file", self.host_file, *args],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        assert wait_for(lambda: os.path.exists(self.host_file)), "the host wrote no host file"
-        self.api = HostClient(self.host_file)
-        self.clients = []
-
-    def kernel(self):
-        """Create a kernel through the API; return (kernel id, ready BlockingKernelClient)."""
-        from jupyter_client import BlockingKernelClient
-
-        kernel = self.api.create()
-        kc = BlockingKernelClient()
-        kc.load_connection_info(kernel["connection"])
-        kc.start_channels()
-        kc.wait_for_ready(timeout=30)
-        self.clients.append(kc)
-        return kernel["id"], kc
-
-    def close(self):
-        for kc in self.clients:
-            kc.stop_channels()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=20)
-        self.api.close()
-        self.log.close()
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ constructor signatures jupyter_client uses, and touched only from the hub's
 thread.
 """
 
+import logging
 from collections import deque
 from time import monotonic
 
@@ -28,7 +29,7 @@ class GreenSocketChannel:
     """shell, iopub, stdin or control: a reader greenlet in front of a bounded queue.
 
     The reader starts with the channel (jupyter_client's ``start()`` is a no-op
-    too) and drops, with a warning on the session's log, messages that fail the
+    too) and drops, with a warning on the client's log, messages that fail the
     HMAC check or do not parse. When nobody reads, the queue holds
     ``queue_size`` messages; the reader then waits and zmq buffers up to its
     high-water mark, as it does for jupyter_client's channels.
@@ -39,6 +40,8 @@ class GreenSocketChannel:
     def __init__(self, socket, session, loop=None):
         self.socket = socket
         self.session = session
+        # The session's parent is the client, whose log leads to the application's.
+        self.log = getattr(session.parent, "log", None) or logging.getLogger(__name__)
         self._messages = deque()
         #: Set while a message is queued: what :func:`gevent.wait` watches.
         self.readable = Event()
@@ -56,7 +59,7 @@ class GreenSocketChannel:
                 _, parts = self.session.feed_identities(frames)
                 msg = self.session.deserialize(parts)
             except Exception as exc:  # a bad signature, a replay, broken JSON
-                self.session.log.warning("dropped a message that failed to deserialise: %s", exc)
+                self.log.warning("dropped a message that failed to deserialise: %s", exc)
                 continue
             self._room.wait()
             self._messages.append(msg)

@@ -19,11 +19,15 @@ from time import monotonic
 
 import gevent
 import zmq.green
+from gevent.event import Event
 from gevent.socket import wait_read
 from jupyter_client.blocking.client import wrapped
 from jupyter_client.client import KernelClient, reqrep
-from traitlets import TraitError, Type, validate
+from jupyter_client.connect import channel_socket_types
+from traitlets import Instance, TraitError, Type, validate
+from zmq.utils.monitor import recv_monitor_message
 
+from .._limits import MAX_SOCKETS
 from .channels import GreenHBChannel, GreenSocketChannel
 from .errors import ConnectionFileError, KernelDiedError, KernelTimeoutError
 
@@ -35,6 +39,17 @@ LIVENESS_INTERVAL = 0.5
 IOPUB_JOIN_WAIT = 0.5
 #: The ports a connection file must name.
 CHANNEL_PORTS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+
+
+def shared_context():
+    """The zmq.green context of every green client and manager: one libzmq I/O thread for all.
+
+    Its socket limit is raised (effective if no socket was made on it before);
+    each client holds about six sockets and a dozen file descriptors.
+    """
+    context = zmq.green.Context.instance()
+    context.max_sockets = max(context.max_sockets, MAX_SOCKETS)
+    return context
 
 
 class GreenKernelClient(KernelClient):
@@ -61,15 +76,45 @@ class GreenKernelClient(KernelClient):
     control_channel_class = Type(GreenSocketChannel)
     hb_channel_class = Type(GreenHBChannel)
 
+    #: Set while the stdin socket is connected to the kernel (ZMTP handshake done).
+    _stdin_connected = Instance(Event, allow_none=True)
+
     def _context_default(self):
-        # Shared, so that clients do not each start libzmq I/O threads; never destroyed here.
-        return zmq.green.Context.instance()
+        return shared_context()
 
     @validate("context")
     def _green_context(self, proposal):
         if not isinstance(proposal.value, zmq.green.Context):
             raise TraitError("GreenKernelClient needs a zmq.green.Context: a native one would block the hub")
         return proposal.value
+
+    def _create_connected_socket(self, channel, identity=None):
+        """jupyter_client's version, plus a connection monitor: see :meth:`wait_for_ready`.
+
+        Written here rather than wrapped because the monitor must be attached
+        before ``connect``, which jupyter_client's version calls.
+        """
+        sock = self.context.socket(channel_socket_types[channel])
+        sock.linger = 1000
+        if identity:
+            sock.identity = identity
+        if self.curve_publickey is not None:
+            sock.curve_secretkey = self.curve_secretkey
+            sock.curve_publickey = self.curve_publickey
+            sock.curve_serverkey = self.curve_publickey
+        if channel == "stdin":  # the one channel on which the kernel speaks first
+            self._stdin_connected = Event()
+            events = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | zmq.EVENT_MONITOR_STOPPED
+            gevent.spawn(_track_connection, sock.get_monitor_socket(events), self._stdin_connected)
+        sock.connect(self._make_url(channel))
+        return sock
+
+    def stop_channels(self):
+        """Stop the channels that were made; unlike jupyter_client, never make one just to stop it."""
+        for channel in (self._shell_channel, self._iopub_channel, self._stdin_channel,
+                        self._hb_channel, self._control_channel):
+            if channel is not None:
+                channel.stop()
 
     def load_connection_file(self, connection_file=None):
         """Read a connection file, with one clear :class:`ConnectionFileError` for each way it can be wrong."""
@@ -161,7 +206,10 @@ class GreenKernelClient(KernelClient):
         A SUB socket misses what is published before its subscription reaches
         the kernel, so the request is repeated until IOPub carries the idle
         status of one: at once when the kernel welcomes the subscription
-        (``iopub_welcome``, JEP 65), else after a short wait.
+        (``iopub_welcome``, JEP 65), else after a short wait. And the kernel's
+        stdin ROUTER drops an input_request for a client not connected yet, so
+        this also waits for the stdin socket, which retries its connection on
+        its own schedule (at start and after a restart).
         """
         deadline = None if timeout is None else monotonic() + timeout
         while True:
@@ -172,8 +220,11 @@ class GreenKernelClient(KernelClient):
             except KernelTimeoutError:
                 raise KernelTimeoutError(f"the kernel did not answer kernel_info within {timeout} s") from None
             if self._idle_within(msg_id, IOPUB_JOIN_WAIT):
-                self._handle_kernel_info_reply(reply)
-                return
+                break
+        self._handle_kernel_info_reply(reply)
+        remaining = None if deadline is None else max(0.0, deadline - monotonic())
+        if self._stdin_connected is not None and not self._stdin_connected.wait(remaining):
+            raise KernelTimeoutError(f"the stdin channel did not connect within {timeout} s")
 
     def _idle_within(self, msg_id, seconds):
         """Whether IOPub carries the idle status of ``msg_id`` within ``seconds``; drops what comes before it.
@@ -246,6 +297,19 @@ class GreenKernelClient(KernelClient):
             value = "\x04"
         if not (self.stdin_channel.msg_ready() or self.shell_channel.msg_ready()):
             self.input(value)
+
+
+def _track_connection(monitor, connected):
+    """Keep ``connected`` set while the monitored socket has a peer, until the socket closes."""
+    while True:
+        event = recv_monitor_message(monitor)["event"]
+        if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            connected.set()
+        elif event == zmq.EVENT_DISCONNECTED:
+            connected.clear()
+        else:  # EVENT_MONITOR_STOPPED: the socket closed
+            monitor.close(linger=0)
+            return
 
 
 def _is_idle_of(msg, msg_id):

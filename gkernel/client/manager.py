@@ -18,11 +18,11 @@ import signal
 from time import monotonic
 
 import gevent
-import zmq.green
 from jupyter_client.manager import KernelManager
 from traitlets import DottedObjectName
 
 from .errors import KernelTimeoutError, ProvisionerError
+from .kernelclient import shared_context
 
 __all__ = ["GreenKernelManager", "start_new_kernel"]
 
@@ -66,7 +66,7 @@ class GreenKernelManager(KernelManager):
 
     def _context_default(self):
         # Shared with the clients; KernelManager destroys only a context it created.
-        return zmq.green.Context.instance()
+        return shared_context()
 
     # Steps that never wait: jupyter_client's own code, run without a loop.
     pre_start_kernel = _without_loop(KernelManager._async_pre_start_kernel)
