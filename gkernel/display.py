@@ -10,7 +10,7 @@ import uuid
 from .cells import current_cell
 from .formatters import format_object
 
-__all__ = ["display", "update_display", "clear_output", "publish_display_data"]
+__all__ = ["DisplayHandle", "display", "update_display", "clear_output", "publish_display_data"]
 
 
 def _cell():
@@ -38,7 +38,8 @@ def display(*objs, include=None, exclude=None, metadata=None, transient=None, di
 
     The signature is IPython's. With ``raw=True`` each object is already a
     mime bundle. ``display_id`` (a string, or True for a fresh one) lets a
-    later ``update_display`` change the output in place; the id is returned.
+    later ``update_display`` change the output in place; a
+    :class:`DisplayHandle` for it is then returned, as IPython does.
     ``clear=True`` replaces the cell's output once this arrives. An object
     with an ``_ipython_display_`` method displays itself.
     """
@@ -59,7 +60,25 @@ def display(*objs, include=None, exclude=None, metadata=None, transient=None, di
         if metadata:
             meta = {**meta, **metadata}
         publish_display_data(data, meta, transient=transient, update=update)
-    return display_id
+    return DisplayHandle(display_id) if display_id else None
+
+
+class DisplayHandle:
+    """One output that can be shown again or updated in place: IPython's DisplayHandle."""
+
+    __slots__ = ("display_id",)
+
+    def __init__(self, display_id=None):
+        self.display_id = display_id or uuid.uuid4().hex
+
+    def __repr__(self):
+        return f"<{type(self).__name__} display_id={self.display_id}>"
+
+    def display(self, obj, **kwargs):
+        display(obj, display_id=self.display_id, **kwargs)
+
+    def update(self, obj, **kwargs):
+        update_display(obj, display_id=self.display_id, **kwargs)
 
 
 def update_display(obj, *, display_id, **kwargs):

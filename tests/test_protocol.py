@@ -116,7 +116,7 @@ def test_display_functions(kc):
     assert msgs[1]["content"]["data"] == {"text/plain": "'x'"}
     assert msgs[3]["content"] == {"wait": True}
     _, msgs = execute(kc, "from gkernel.display import update_display\n"
-                          "h = display('one', display_id='d1')\nupdate_display('two', display_id=h)")
+                          "h = display('one', display_id='d1')\nh.update('two')")
     shown, updated = outputs(msgs, "display_data")[0], outputs(msgs, "update_display_data")[0]
     assert shown["transient"] == updated["transient"] == {"display_id": "d1"}
     assert updated["data"]["text/plain"] == "'two'"

@@ -256,8 +256,7 @@ class GreenKernelClient(KernelClient):
     ):
         """Execute ``code``, pass its output to ``output_hook`` and input requests to ``stdin_hook``; return the reply.
 
-        The hooks run in the calling greenlet, input requests first, as in
-        jupyter_client. Output of other requests is dropped.
+        ``timeout`` covers output and reply together. See :meth:`follow`.
         """
         if allow_stdin is None:
             allow_stdin = self.allow_stdin
@@ -269,6 +268,19 @@ class GreenKernelClient(KernelClient):
             allow_stdin=allow_stdin,
             stop_on_error=stop_on_error,
         )
+        return self.follow(msg_id, timeout, output_hook, stdin_hook, allow_stdin)
+
+    def follow(self, msg_id, timeout=None, output_hook=None, stdin_hook=None, allow_stdin=None):
+        """Pass the IOPub output of request ``msg_id`` to ``output_hook`` until its idle status; return its reply.
+
+        The second half of :meth:`execute_interactive`, for a request already
+        sent (not in jupyter_client): after a :class:`KernelTimeoutError`, call
+        it again to go on where it stopped, say after an interrupt. The hooks run
+        in the calling greenlet, input requests first, as in jupyter_client.
+        Output of other requests is dropped.
+        """
+        if allow_stdin is None:
+            allow_stdin = self.allow_stdin
         output_hook = output_hook or self._output_hook_default
         stdin_hook = stdin_hook or self._stdin_hook_default
         deadline = None if timeout is None else monotonic() + timeout
