@@ -12,6 +12,7 @@ import statistics
 import sys
 import time
 
+from bench_notebooks import notebook_figures, notebook_table
 from jupyter_client.manager import KernelManager
 
 KERNELS = {"gkernel": "gkernel", "ipykernel": "python3"}
@@ -307,6 +308,10 @@ def main():
                         help="rounds of the heartbeat, control and interrupt runs per kernel (default 3)")
     parser.add_argument("--serve-kernels", type=int, default=1000,
                         help="kernels in the gkernel serve host run (default 1000; 0 skips it)")
+    parser.add_argument("--notebooks", type=int, default=50,
+                        help="small notebooks for the gkernel run vs nbclient run (default 50; 0 skips it)")
+    parser.add_argument("--parallel", type=int, default=8,
+                        help="notebooks at once for gkernel run and nbclient's threads (default 8)")
     parser.add_argument("--gkernel-arg", action="append", default=[], metavar="ARG",
                         help="extra command-line argument for the gkernel kernels, e.g. --gkernel-arg=--no-capture-fd")
     args = parser.parse_args()
@@ -344,6 +349,9 @@ def main():
     if args.serve_kernels:
         print(f"a gkernel serve host with {args.serve_kernels} kernels...", file=sys.stderr)
         serve_figures(results["gkernel"], args.serve_kernels)
+    if args.notebooks:
+        print(f"executing {args.notebooks} notebooks with gkernel run and nbclient...", file=sys.stderr)
+        notebooks = notebook_figures(KERNELS, args.notebooks, args.parallel)
 
     options = f", gkernel with {' '.join(args.gkernel_arg)}" if args.gkernel_arg else ""
     print(f"\ngkernel vs ipykernel (Python {sys.version.split()[0]}{options}); ratio = gkernel / ipykernel\n")
@@ -365,6 +373,8 @@ def main():
     ], p99=False)
     if args.serve_kernels:
         serve_table(results, args.serve_kernels)
+    if args.notebooks:
+        notebook_table(notebooks, args.notebooks)
     table(f"Under load ({args.load_rounds} rounds; lower is better)", results, [
         ("heartbeat echo while a cell spins the CPU", "hb_spin", 1000, "ms"),
         ("kernel_info on control while a cell does gevent.sleep(2)", "control_sleep", 1000, "ms"),
