@@ -17,11 +17,12 @@ example) belong to no cell; callers treat that case themselves.
 Nothing here is per-kernel state: a Cell names its kernel.
 """
 
+import gc
 import threading
 
 from gevent import Greenlet, getcurrent
 
-__all__ = ["Cell", "spawn_in_cell", "current_cell", "follow_threads", "CELL_KEY"]
+__all__ = ["Cell", "spawn_in_cell", "current_cell", "cell_greenlets", "follow_threads", "CELL_KEY"]
 
 #: the key of the Cell in a spawn tree's locals
 CELL_KEY = "gkernel.cell"
@@ -59,6 +60,23 @@ def current_cell():
         return tree.get(CELL_KEY)
     # Not a gevent Greenlet: a thread's main greenlet, or the hub.
     return getattr(threading.current_thread(), _THREAD_ATTR, None)
+
+
+def cell_greenlets(kernels):
+    """Live greenlets that cells of ``kernels`` spawned: they outlive their cells, not their kernel.
+
+    gevent keeps no registry of greenlets, so they are found the way gevent's
+    own GreenletTree finds them, through the garbage collector: one pass over
+    the heap, however many kernels end together.
+    """
+    kernels = set(kernels)
+
+    def spawned_here(obj):
+        tree = getattr(obj, "spawn_tree_locals", None)
+        cell = tree.get(CELL_KEY) if tree else None
+        return cell is not None and cell.kernel in kernels
+
+    return [obj for obj in gc.get_objects() if isinstance(obj, Greenlet) and not obj.dead and spawned_here(obj)]
 
 
 def follow_threads():

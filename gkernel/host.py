@@ -22,6 +22,7 @@ import zmq
 from traitlets import Bool, CaselessStrEnum, Float, Integer, Unicode
 from traitlets.config import LoggingConfigurable
 
+from .cells import cell_greenlets
 from .kernel import Kernel
 from .transport import Transport
 
@@ -64,11 +65,14 @@ class KernelHost(LoggingConfigurable):
         while True:
             gevent.sleep(min(self.cull_interval, self.cull_idle_timeout))
             now = time.time()
-            for kernel in list(self.kernels.values()):
+            culled = []
+            for kernel in self.kernels.values():
                 idle = kernel.dispatcher.shell_greenlet is None and now - kernel.last_activity > self.cull_idle_timeout
                 if idle and (self.cull_connected or not kernel.publisher.subscriptions):
                     self.log.warning("culling kernel %s, idle for %.0f s", kernel.id, now - kernel.last_activity)
-                    self._close(kernel)
+                    culled.append(kernel)
+            if culled:
+                self._close(culled)
 
     def create(self, info=None, kernel_id=None):
         """Start a kernel; returns it. A restart passes the connection info and id to reuse."""
@@ -122,23 +126,28 @@ class KernelHost(LoggingConfigurable):
     def _end_when_asked(self, kernel):
         kernel.shutdown_event.wait()
         if self.kernels.get(kernel.id) is kernel:
-            self._close(kernel)
+            self._close([kernel])
 
-    def _close(self, kernel):
-        del self.kernels[kernel.id]
-        kernel.shutdown_event.set()
-        kernel.close()
-        kernel.interpreter.forget()
-        # A kernel is full of reference cycles: collect them once our callers
-        # have let go of it, rather than whenever the collector gets to them.
+    def _close(self, kernels):
+        """End ``kernels`` with one sweep for their cells' greenlets and one collection: O(heap), not O(n * heap)."""
+        for kernel in kernels:
+            del self.kernels[kernel.id]
+            kernel.shutdown_event.set()
+            kernel.stop_serving()
+        gevent.killall(cell_greenlets(kernels), timeout=1)
+        for kernel in kernels:
+            kernel.release()
+            kernel.interpreter.forget()
+            self.log.info("kernel %s ended", kernel.id)
+        # Kernels are full of reference cycles: collect them once our callers
+        # have let go of them, rather than whenever the collector gets to them.
         gevent.get_hub().loop.run_callback(gc.collect)
-        self.log.info("kernel %s ended", kernel.id)
 
     def shutdown(self, kernel_id, restart=False):
         """End a kernel; with *restart*, start a fresh one on the same connection info."""
         kernel = self.get(kernel_id)
         info = kernel.transport.info
-        self._close(kernel)
+        self._close([kernel])
         return self.create(info, kernel_id) if restart else None
 
     def interrupt(self, kernel_id):
@@ -147,8 +156,7 @@ class KernelHost(LoggingConfigurable):
     def shutdown_all(self):
         if self._culler is not None:
             self._culler.kill()
-        for kernel_id in list(self.kernels):
-            self._close(self.kernels[kernel_id])
+        self._close(list(self.kernels.values()))
 
     def describe(self, kernel):
         """What the management API lists about a kernel."""

@@ -32,7 +32,7 @@ from traitlets.config import LoggingConfigurable
 
 from . import __version__
 from ._threads import hub_thread_check
-from .cells import Cell, current_cell, spawn_in_cell
+from .cells import Cell, cell_greenlets, current_cell, spawn_in_cell
 from .dispatcher import CONTROL, SHELL, Dispatcher, settle
 from .heartbeat import Heartbeat
 from .history import HistoryManager
@@ -150,12 +150,20 @@ class Kernel(LoggingConfigurable):
         self.publisher.publish("status", {"execution_state": "starting"})
 
     def close(self):
-        """Stop serving, deliver what is queued, close the sockets."""
+        """Stop serving, end the greenlets the cells spawned, deliver what is queued, close the sockets."""
+        self.stop_serving()
+        gevent.killall(cell_greenlets([self]), timeout=1)
+        self.release()
+
+    def stop_serving(self):
+        """First half of :meth:`close`: take no more requests."""
         # Readers go first: no greenlet may wait on a socket being closed.
         gevent.killall(self._readers, timeout=1)
         self.stdin.stop()
         self.dispatcher.stop()
-        self._kill_cell_greenlets()
+
+    def release(self):
+        """Second half of :meth:`close`, once the cells' greenlets are gone: flush, then close everything."""
         remove_patches(self)
         self.flush_output()
         self.publisher.flush(timeout=2.0)
@@ -163,27 +171,6 @@ class Kernel(LoggingConfigurable):
         self.heartbeat.stop()
         self.transport.close()
         self.history.close()
-
-    def _kill_cell_greenlets(self):
-        """End the greenlets this kernel's cells spawned: they outlive their cells, not their kernel.
-
-        gevent keeps no registry of greenlets, so they are found the way
-        gevent's own GreenletTree finds them, through the garbage collector
-        (once per kernel shutdown).
-        """
-        import gc
-
-        from gevent import Greenlet
-
-        from .cells import CELL_KEY
-
-        def belongs_here(obj):
-            tree = getattr(obj, "spawn_tree_locals", None)
-            cell = tree.get(CELL_KEY) if tree else None
-            return cell is not None and cell.kernel is self
-
-        mine = [obj for obj in gc.get_objects() if isinstance(obj, Greenlet) and not obj.dead and belongs_here(obj)]
-        gevent.killall(mine, timeout=1)
 
     def flush_output(self):
         """Publish everything written so far: C stdio and fd-level output, then the stream buffer."""
