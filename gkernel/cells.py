@@ -19,6 +19,7 @@ Nothing here is per-kernel state: a Cell names its kernel.
 
 import gc
 import threading
+import time
 
 from gevent import Greenlet, getcurrent
 
@@ -32,7 +33,7 @@ _THREAD_ATTR = "_gkernel_cell"
 class Cell:
     """The kernel and request a piece of running code belongs to."""
 
-    __slots__ = ("kernel", "parent", "idents", "allow_stdin")
+    __slots__ = ("kernel", "parent", "idents", "allow_stdin", "execution_count", "started")
 
     def __init__(self, kernel, parent, idents=()):
         self.kernel = kernel
@@ -43,12 +44,21 @@ class Cell:
         self.idents = idents
         #: whether input() may ask the client: set by execute_request, cleared when the request ends
         self.allow_stdin = False
+        #: the In[n] of an execute request that stores history, else None
+        self.execution_count = None
+        #: when the request started (time.monotonic())
+        self.started = time.monotonic()
 
 
-def spawn_in_cell(cell, func, *args):
-    """Start ``func(*args)`` in a new greenlet that roots a spawn tree owned by *cell*."""
+def spawn_in_cell(cell, func, *args, context=None):
+    """Start ``func(*args)`` in a new greenlet that roots a spawn tree owned by *cell*.
+
+    *context*: the :class:`contextvars.Context` it runs in (default: a new, empty one).
+    """
     glet = Greenlet(func, *args)
     glet.spawn_tree_locals = {CELL_KEY: cell}
+    if context is not None:
+        glet.gr_context = context
     glet.start()
     return glet
 

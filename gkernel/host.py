@@ -137,7 +137,6 @@ class KernelHost(LoggingConfigurable):
         gevent.killall(cell_greenlets(kernels), timeout=1)
         for kernel in kernels:
             kernel.release()
-            kernel.interpreter.forget()
             self.log.info("kernel %s ended", kernel.id)
         # Kernels are full of reference cycles: collect them once our callers
         # have let go of them, rather than whenever the collector gets to them.
@@ -164,7 +163,7 @@ class KernelHost(LoggingConfigurable):
         return {
             "id": kernel.id,
             "state": "busy" if busy else "idle",
-            "execution_count": kernel.interpreter.execution_count,
+            "execution_count": kernel.shell.execution_count - 1 if kernel.shell is not None else 0,
             "last_activity": kernel.last_activity,
             "connections": kernel.publisher.subscriptions,
             "connection": self.connection_info(kernel),

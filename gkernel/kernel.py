@@ -1,8 +1,8 @@
 """One Jupyter kernel: the protocol core over a bound :class:`~gkernel.transport.Transport`.
 
 Owns, per kernel: the channel reader greenlets, the dispatcher, the IOPub
-publisher, the output streams, the interpreter and its history, and the
-heartbeat. Nothing per-kernel lives in module globals, so a process may host
+publisher, the output streams, the IPython shell (:mod:`gkernel.shell`), and
+the heartbeat. Nothing per-kernel lives in module globals, so a process may host
 many kernels; the host (``gkernel.kernelapp`` for one kernel per process)
 creates the transport and the Session, starts the kernel and waits on
 :attr:`Kernel.shutdown_event`.
@@ -15,6 +15,7 @@ A handler receives its content fields as keyword arguments, already checked
 against the fields it declared (:mod:`gkernel.messages`).
 """
 
+import contextvars
 import json
 import os
 import platform
@@ -35,8 +36,6 @@ from ._threads import hub_thread_check
 from .cells import Cell, cell_greenlets, current_cell, spawn_in_cell
 from .dispatcher import CONTROL, SHELL, Dispatcher, settle
 from .heartbeat import Heartbeat
-from .history import HistoryManager
-from .interpreter import Interpreter
 from .iopub import IOPubPublisher
 from .messages import InvalidRequest, field, parse_content
 from .outstream import KernelOutput
@@ -47,14 +46,18 @@ __all__ = ["Kernel", "PROTOCOL_VERSION"]
 
 PROTOCOL_VERSION = "5.4"
 
-#: msg_type -> (method name, declared content fields)
+#: msg_type -> (method name, declared content fields, whether it needs the IPython shell)
 _HANDLERS = {}
 
 
-def handles(msg_type, **fields):
-    """Register the decorated method as the handler of *msg_type*."""
+def handles(msg_type, needs_shell=False, **fields):
+    """Register the decorated method as the handler of *msg_type*.
+
+    A handler that *needs_shell* waits until the kernel's IPython shell is
+    built (see :meth:`Kernel.start`); the others answer at once.
+    """
     def register(method):
-        _HANDLERS[msg_type] = (method.__name__, fields)
+        _HANDLERS[msg_type] = (method.__name__, fields, needs_shell)
         return method
     return register
 
@@ -77,24 +80,6 @@ class Request:
         return self.msg["header"]["msg_type"]
 
 
-class ExitCommand:
-    """``exit`` and ``quit`` in cells, as in the reference kernel.
-
-    ``exit()`` answers the cell with an ``ask_exit`` payload, then the kernel
-    shuts down cleanly; ``exit(keep_kernel=True)`` only sends the payload.
-    ``sys.exit()`` stays an ordinary exception: an error reply, the kernel lives on.
-    """
-
-    def __init__(self, kernel):
-        self._kernel = kernel
-
-    def __repr__(self):
-        return "Use exit() or quit() to shut this kernel down; exit(keep_kernel=True) keeps it running."
-
-    def __call__(self, keep_kernel=False):
-        self._kernel.ask_exit(keep_kernel)
-
-
 class Kernel(LoggingConfigurable):
     """A Jupyter kernel for Python, served by greenlets of the current hub."""
 
@@ -114,9 +99,13 @@ class Kernel(LoggingConfigurable):
         self.stdin = StdinChannel(session, transport.stdin, self.log)
         #: the host's :class:`~gkernel.cpuwatch.CpuWatch`, armed while a cell runs
         self.cpu_watch = cpu_watch
-        self.history = HistoryManager(parent=self)
-        self.interpreter = Interpreter(self.id, self._publish_result, self.history, parent=self)
-        self.interpreter.user_ns.update(exit=ExitCommand(self), quit=ExitCommand(self))
+        #: the IPython shell (:class:`gkernel.shell.GreenShell`), built soon after :meth:`start`
+        self.shell = None
+        self._shell_built = Event()
+        #: the context variables of the kernel's requests: each runs in a greenlet of its
+        #: own, and a variable (or ``decimal``'s context) set in one cell is still set in the
+        #: next, as at the IPython prompt
+        self.user_context = contextvars.Context()
         self.dispatcher = Dispatcher(self._serve, self._spawn_request, self.log)
         self.heartbeat = Heartbeat(transport.context, transport.hb)
         self.usage = UsageMeter()
@@ -138,6 +127,14 @@ class Kernel(LoggingConfigurable):
     # -- life cycle ----------------------------------------------------------
 
     def start(self):
+        """Serve; the IPython shell is built by a greenlet of its own right after.
+
+        Importing IPython and building a shell take longer than the rest of a
+        kernel's start, and a client's first request is a kernel_info_request,
+        which needs no shell: requests already waiting are taken in first, so
+        kernel_info is answered before the build, and requests that need the
+        shell wait for it.
+        """
         self.publisher.start()
         self.stdin.start()
         install_patches(self)
@@ -148,6 +145,17 @@ class Kernel(LoggingConfigurable):
         # Clients may have subscribed while we started: welcome them first.
         settle()
         self.publisher.publish("status", {"execution_state": "starting"})
+        gevent.spawn(self._build_shell)
+
+    def _build_shell(self):
+        from .shell import GreenShell
+
+        try:
+            self.shell = GreenShell(kernel=self, parent=self)
+        except Exception:
+            self.log.exception("the IPython shell could not be built; cells cannot run")
+        finally:
+            self._shell_built.set()
 
     def close(self):
         """Stop serving, end the greenlets the cells spawned, deliver what is queued, close the sockets."""
@@ -170,7 +178,8 @@ class Kernel(LoggingConfigurable):
         self.publisher.stop()
         self.heartbeat.stop()
         self.transport.close()
-        self.history.close()
+        if self.shell is not None:
+            self.shell.close()
 
     def flush_output(self):
         """Publish everything written so far: C stdio and fd-level output, then the stream buffer."""
@@ -297,7 +306,7 @@ class Kernel(LoggingConfigurable):
     def _spawn_request(self, func, request):
         # Each shell request roots its own spawn tree: see gkernel.cells.
         cell = Cell(self, request.msg, request.idents)
-        return spawn_in_cell(cell, self._run_shell_request, func, cell, request)
+        return spawn_in_cell(cell, self._run_shell_request, func, cell, request, context=self.user_context)
 
     def _run_shell_request(self, func, cell, request):
         if self.cpu_watch is not None:
@@ -344,8 +353,12 @@ class Kernel(LoggingConfigurable):
                 if not msg_type.endswith("_request"):
                     return None
                 raise InvalidRequest(f"unknown message type {msg_type!r}")
-            method, fields = entry
+            method, fields, needs_shell = entry
             kwargs = parse_content(msg_type, request.msg["content"], fields)
+            if needs_shell:
+                self._shell_built.wait()
+                if self.shell is None:
+                    raise InvalidRequest(f"{msg_type}: the kernel's IPython shell failed to start (see the kernel log)")
             return getattr(self, method)(request, **kwargs)
         except InvalidRequest as exc:
             self.log.warning("%s: %s", request.channel, exc)
@@ -364,13 +377,12 @@ class Kernel(LoggingConfigurable):
         # replying from the request's greenlet cannot contend with the reader.
         self.session.send(sock, reply_type, content, parent=request.msg, ident=request.idents)
 
-    def _publish_result(self, data, metadata, execution_count):
-        self.flush_output()
-        self.publisher.publish(
-            "execute_result",
-            {"execution_count": execution_count, "data": data, "metadata": metadata},
-            parent=current_cell().parent,
-        )
+    def current_parent(self):
+        """The request that output of the calling code belongs to: its cell's, else the latest cell's."""
+        cell = current_cell()
+        if cell is not None and cell.kernel is self:
+            return cell.parent
+        return self.last_parent
 
     def _abort_queued(self):
         """After an error: abort the execute requests already sent to us."""
@@ -380,37 +392,46 @@ class Kernel(LoggingConfigurable):
 
     # -- handlers --------------------------------------------------------------
 
-    @handles("execute_request", code=field(str), silent=field(bool, False),
+    @handles("execute_request", needs_shell=True, code=field(str), silent=field(bool, False),
              store_history=field(bool, True), user_expressions=field(dict, {}),
              allow_stdin=field(bool, True), stop_on_error=field(bool, True))
     def execute_request(self, request, code, silent, store_history, user_expressions,
                         allow_stdin, stop_on_error):
         store_history = store_history and not silent
-        current_cell().allow_stdin = allow_stdin
-        interp = self.interpreter
+        cell = current_cell()
+        cell.allow_stdin = allow_stdin
+        shell = self.shell
+        if store_history:
+            cell.execution_count = shell.execution_count
         if not silent:
             self.last_parent = request.msg
-            count = interp.execution_count + (1 if store_history else 0)
+            count = shell.execution_count if store_history else shell.execution_count - 1
             self.publisher.publish("execute_input", {"code": code, "execution_count": count},
                                    parent=request.msg)
         self._exit_requested = None
-        result = interp.run_cell(code, store_history=store_history, silent=silent)
+        shell.silent = silent
+        cell_id = (request.msg.get("metadata") or {}).get("cellId")
+        try:
+            result = shell.run_cell(code, store_history=store_history, silent=silent, cell_id=cell_id)
+        finally:
+            shell.silent = False
+        error = result.error_before_exec or result.error_in_exec
+        if isinstance(error, gevent.GreenletExit):
+            raise error  # the kernel is ending this cell (shutdown): no reply
+        payload = shell.payload_manager.read_payload()
+        shell.payload_manager.clear_payload()
         if self._exit_requested is not None:
-            # As in the reference kernel: an ok reply with an ask_exit payload, then the kernel ends.
             keep, self._exit_requested = self._exit_requested, None
-            result.payload.append({"source": "ask_exit", "keepkernel": keep})
-            if not keep:
+            if not keep:  # as in the reference kernel: the reply goes out, then the kernel ends
                 request.after_reply = self.shutdown_event.set
-        if result.error is None:
-            return {"status": "ok", "execution_count": interp.execution_count,
-                    "payload": result.payload,
-                    "user_expressions": interp.user_expressions(user_expressions)}
+        reply = {"execution_count": shell.execution_count - 1, "payload": payload}
+        if result.success:
+            return {"status": "ok", **reply, "user_expressions": shell.user_expressions(user_expressions)}
         self.flush_output()
-        if not silent:
-            self.publisher.publish("error", result.error, parent=request.msg)
         if stop_on_error:
             self._abort_queued()
-        return {"status": "error", "execution_count": interp.execution_count, **result.error}
+        failure = shell.last_error or {"ename": type(error).__name__, "evalue": str(error), "traceback": []}
+        return {"status": "error", **reply, "user_expressions": {}, **failure}
 
     @handles("kernel_info_request")
     def kernel_info_request(self, request):
@@ -424,8 +445,8 @@ class Kernel(LoggingConfigurable):
                 "version": platform.python_version(),
                 "mimetype": "text/x-python",
                 "file_extension": ".py",
-                "pygments_lexer": "python3",
-                "codemirror_mode": {"name": "python", "version": sys.version_info[0]},
+                "pygments_lexer": "ipython3",
+                "codemirror_mode": {"name": "ipython", "version": sys.version_info[0]},
                 "nbconvert_exporter": "python",
             },
             "banner": f"gkernel {__version__} on Python {platform.python_version()}: "
@@ -437,36 +458,54 @@ class Kernel(LoggingConfigurable):
             "debugger": False,
         }
 
-    @handles("complete_request", code=field(str), cursor_pos=field(int, None))
+    @handles("complete_request", needs_shell=True, code=field(str), cursor_pos=field(int, None))
     def complete_request(self, request, code, cursor_pos):
-        return self.interpreter.complete(code, len(code) if cursor_pos is None else cursor_pos)
+        from IPython.core.completer import provisionalcompleter, rectify_completions
 
-    @handles("inspect_request", code=field(str), cursor_pos=field(int, None),
-             detail_level=field(int, 0))
-    def inspect_request(self, request, code, cursor_pos, detail_level):
-        return self.interpreter.inspect(code, len(code) if cursor_pos is None else cursor_pos, detail_level)
+        cursor_pos = len(code) if cursor_pos is None else cursor_pos
+        with provisionalcompleter():
+            completions = list(rectify_completions(code, self.shell.Completer.completions(code, cursor_pos)))
+        start, end = (completions[0].start, completions[0].end) if completions else (cursor_pos, cursor_pos)
+        types = [{"start": c.start, "end": c.end, "text": c.text, "type": c.type, "signature": c.signature}
+                 for c in completions]
+        return {"status": "ok", "matches": [c.text for c in completions], "cursor_start": start,
+                "cursor_end": end, "metadata": {"_jupyter_types_experimental": types}}
 
-    @handles("is_complete_request", code=field(str))
+    @handles("inspect_request", needs_shell=True, code=field(str), cursor_pos=field(int, None),
+             detail_level=field(int, 0), omit_sections=field(list, []))
+    def inspect_request(self, request, code, cursor_pos, detail_level, omit_sections):
+        from IPython.utils.tokenutil import token_at_cursor
+
+        name = token_at_cursor(code, len(code) if cursor_pos is None else cursor_pos)
+        try:
+            bundle = self.shell.object_inspect_mime(name, detail_level=detail_level, omit_sections=omit_sections)
+        except KeyError:
+            return {"status": "ok", "found": False, "data": {}, "metadata": {}}
+        if not self.shell.enable_html_pager:
+            bundle.pop("text/html", None)
+        return {"status": "ok", "found": True, "data": bundle, "metadata": {}}
+
+    @handles("is_complete_request", needs_shell=True, code=field(str))
     def is_complete_request(self, request, code):
-        return self.interpreter.is_complete(code)
+        status, indent = self.shell.input_transformer_manager.check_complete(code)
+        return {"status": status, "indent": " " * (indent or 0)} if status == "incomplete" else {"status": status}
 
-    @handles("history_request", hist_access_type=field(str), output=field(bool, False),
+    @handles("history_request", needs_shell=True, hist_access_type=field(str), output=field(bool, False),
              raw=field(bool, True), session=field(int, 0), start=field(int, 0),
              stop=field(int, None), n=field(int, None), pattern=field(str, "*"),
              unique=field(bool, False))
     def history_request(self, request, hist_access_type, output, raw, session, start, stop,
                         n, pattern, unique):
-        # raw and translated input are the same here: cells are not transformed.
-        history = self.history
+        history = self.shell.history_manager
         if hist_access_type == "tail":
-            rows = history.tail(10 if n is None else n, output=output)
+            rows = history.get_tail(10 if n is None else n, raw=raw, output=output, include_latest=True)
         elif hist_access_type == "range":
-            rows = history.range(session, start, stop, output=output)
+            rows = history.get_range(session, start, stop, raw=raw, output=output)
         elif hist_access_type == "search":
-            rows = history.search(pattern, n=n, unique=unique, output=output)
+            rows = history.search(pattern, raw=raw, output=output, n=n, unique=unique)
         else:
             raise InvalidRequest(f"history_request: unknown hist_access_type {hist_access_type!r}")
-        return {"status": "ok", "history": rows}
+        return {"status": "ok", "history": list(rows)}
 
     @handles("comm_info_request", target_name=field(str, None))
     def comm_info_request(self, request, target_name):

@@ -23,15 +23,30 @@ from traitlets import Bool, CaselessStrEnum, Integer, Unicode
 from traitlets.config import Application
 
 from . import __version__
-from .history import HistoryManager
-from .interpreter import Interpreter
 from .kernel import Kernel
 from .process import ProcessRuntime, serve_until
 
 __all__ = ["GKernelApp", "launch"]
 
 
-class GKernelApp(Application):
+class ShellConfigHelp:
+    """``--help-all`` also lists the IPython shell's options, imported only then.
+
+    IPython is not imported before ``gevent.monkey.patch_all()`` (it creates
+    locks at import time); the help exits before anything is patched.
+    """
+
+    def emit_help(self, classes=False):
+        if classes:
+            from IPython.core.completer import IPCompleter
+            from IPython.core.history import HistoryManager
+
+            from .shell import GreenShell
+            self.classes = [*self.classes, GreenShell, HistoryManager, IPCompleter]
+        yield from super().emit_help(classes)
+
+
+class GKernelApp(ShellConfigHelp, Application):
     name = "gkernel-kernel"
     version = __version__
     description = """Start one gkernel kernel, a Jupyter kernel for Python that runs on gevent.
@@ -46,9 +61,10 @@ class GKernelApp(Application):
     """
     examples = """
     python -m gkernel -f /path/to/kernel-1234.json
-    gkernel kernel --no-monkey-patch --Interpreter.use_jedi=False
+    gkernel kernel --no-monkey-patch --IPCompleter.use_jedi=False
+    gkernel kernel --InteractiveShell.xmode=Minimal --HistoryManager.enabled=False
     """
-    classes = [Kernel, Interpreter, HistoryManager]
+    classes = [Kernel]
 
     connection_file = Unicode(
         "", help="JSON connection file to use; written with free ports and a new key if missing."
@@ -121,7 +137,6 @@ class GKernelApp(Application):
         kernel = Kernel(session, transport, cpu_watch=process.cpu_watch, parent=self)
         process.start()
         kernel.captures = list(process.captures.values())
-        sys.modules["__main__"] = kernel.interpreter.user_module
         signal.signal(signal.SIGINT, self._on_sigint(kernel))
         import gevent
         gevent.signal_handler(signal.SIGTERM, kernel.shutdown_event.set)

@@ -1,8 +1,8 @@
 """What a process hosting kernels sets up once, whatever the number of kernels.
 
 ``sys.stdout``/``sys.stderr``, file descriptors 1 and 2, fork hooks, thread
-start, the CPU-time signal, the hub's error policy and IPython's display
-module are process-wide; the kernels of a process share them.
+start, the CPU-time signal, the hub's error policy and IPython's singleton
+shell (``get_ipython()``, ``sys.displayhook``) are process-wide; the kernels of a process share them.
 :class:`ProcessRuntime` installs them for the kernels that ``kernels()``
 returns (one for ``python -m gkernel``, many for ``gkernel serve``) and
 undoes what can be undone at :meth:`stop`.
@@ -15,6 +15,7 @@ kernel's most recent cell too, or to the process's own stream when no kernel
 has run a cell yet.
 """
 
+import os
 import sys
 
 from .cells import follow_threads
@@ -43,8 +44,13 @@ class ProcessRuntime:
     def start(self):
         import gevent
 
-        from . import ipython_display
+        from . import shell
 
+        # As at the IPython prompt: the working directory first on the import path, and
+        # matplotlib figures shown inline at the end of a cell without any magic.
+        if sys.path[:1] != [""]:
+            sys.path.insert(0, "")
+        os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
         self._originals = sys.stdout, sys.stderr
         targets = dict(zip(STREAM_NAMES, self._originals))
         if self.capture_fd:
@@ -66,10 +72,13 @@ class ProcessRuntime:
         ForkRelay(self.kernels, self.log).install()
         self.cpu_watch.install()
         _contain_greenlet_errors(gevent.get_hub())
-        ipython_display.install()
+        shell.install_process_hooks()
 
     def stop(self):
         """Restore the streams and fds (after the kernels closed)."""
+        from . import shell
+
+        shell.uninstall_process_hooks()
         self.cpu_watch.uninstall()
         sys.stdout, sys.stderr = self._originals
         for capture in self.captures.values():
@@ -118,7 +127,8 @@ def _contain_greenlet_errors(hub):
     background greenlet calls ``sys.exit()``, and does not even print a
     SystemExit. Here every exception but GreenletExit is printed and none is
     re-raised. The hub prints from the failing greenlet, so the report goes
-    to that greenlet's cell; a cell's frames are shown as ``Cell In[n]``.
+    to that greenlet's cell, formatted by its kernel's IPython shell, from the
+    greenlet's first frame outside gevent.
     """
     from gevent import GreenletExit
 
@@ -130,9 +140,9 @@ def _contain_greenlet_errors(hub):
 
     def print_exception_in_cell(context, exc_type, value, tb):
         cell = current_cell()
-        if cell is None or not isinstance(value, BaseException):
+        shell = cell.kernel.shell if cell is not None else None
+        if shell is None or not isinstance(value, BaseException):
             return print_exception(context, exc_type, value, tb)
-        error = cell.kernel.interpreter.format_error(value)
-        sys.stderr.write("".join(error["traceback"]) + f"{context!r} failed with {exc_type.__name__}\n")
+        sys.stderr.write(shell.format_exception(value) + f"\n{context!r} failed with {exc_type.__name__}\n")
 
     hub.print_exception = print_exception_in_cell

@@ -18,11 +18,9 @@ from traitlets.config import Application
 
 from . import __version__
 from ._limits import raise_limits
-from .history import HistoryManager
 from .host import KernelHost
-from .interpreter import Interpreter
 from .kernel import Kernel
-from .kernelapp import load_jupyter_config, patch_all_once
+from .kernelapp import ShellConfigHelp, load_jupyter_config, patch_all_once
 
 __all__ = ["ServeApp", "StopApp"]
 
@@ -46,7 +44,7 @@ class StopApp(Application):
         print(f"stopped the host of {client.host_file}")
 
 
-class ServeApp(Application):
+class ServeApp(ShellConfigHelp, Application):
     name = "gkernel-serve"
     version = __version__
     description = """Host many gkernel kernels in one process.
@@ -60,7 +58,7 @@ class ServeApp(Application):
     gkernel serve --max-kernels=500
     gkernel serve stop
     """
-    classes = [KernelHost, Kernel, Interpreter, HistoryManager]
+    classes = [KernelHost, Kernel]
     subcommands = {"stop": (StopApp, StopApp.description)}
 
     host_file = Unicode("", help="Where to write the host file (default: the runtime directory).").tag(config=True)

@@ -7,6 +7,7 @@ and never touch the user's own Jupyter directories.
 """
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -144,6 +145,14 @@ def result_of(kc, code):
 def outputs(msgs, msg_type="stream", name=None):
     return [m["content"] for m in msgs
             if m["msg_type"] == msg_type and (name is None or m["content"].get("name") == name)]
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def plain(text):
+    """*text* without terminal colours (IPython colours tracebacks and help)."""
+    return _ANSI.sub("", text)
 
 
 def stdout_of(msgs):

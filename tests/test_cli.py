@@ -63,7 +63,7 @@ def test_help_explains_options():
     top = run("--help")
     assert top.returncode == 0 and "kernel" in top.stdout and "install" in top.stdout
     kernel_help = run("kernel", "--help-all").stdout
-    for option in ("--no-monkey-patch", "-f", "--GKernelApp.monkey_patch", "--Interpreter.use_jedi",
+    for option in ("--no-monkey-patch", "-f", "--GKernelApp.monkey_patch", "--IPCompleter.use_jedi",
                    "--HistoryManager.hist_file", "--Kernel.stream_flush_interval"):
         assert option in kernel_help, option
     install_help = run("install", "--help").stdout

@@ -1,0 +1,129 @@
+"""Magics of gkernel: ``%greenlets``, and IPython's script magics made safe under gevent.
+
+``%greenlets`` lists and kills what this kernel's cells spawned. A greenlet started in a cell outlives the cell (that is the point of the
+hub running between cells), so a notebook gathers servers, tickers and
+crawlers nobody can see any more. ``%greenlets`` shows those of the calling
+kernel that still live; other kernels of the process are never listed.
+"""
+
+import atexit
+import functools
+import time
+
+import gevent
+from gevent import monkey
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.core.magics.script import ScriptMagics
+
+from .cells import cell_greenlets
+
+__all__ = ["GeventMagics", "GreenScriptMagics"]
+
+
+@magics_class
+class GeventMagics(Magics):
+
+    @line_magic
+    def greenlets(self, line):
+        """List or kill the live greenlets this kernel's cells spawned.
+
+        Usage::
+
+          %greenlets              one line per greenlet: id, cell, function, state, cell age
+          %greenlets kill ID ...  kill those greenlets (GreenletExit), waiting up to 1 s
+          %greenlets kill all     kill every one of them
+
+        *cell* is the ``In[n]`` whose request spawned the greenlet, directly or
+        through other greenlets; *cell age* is how long ago that cell started,
+        so the greenlet is at most that old. Returns nothing; prints a table.
+        """
+        kernel = self.shell.kernel
+        requests = {kernel.dispatcher.shell_greenlet}  # the cells themselves are not listed
+        glets = sorted((g for g in cell_greenlets([kernel]) if g not in requests), key=lambda g: g.minimal_ident)
+        args = line.split()
+        if not args:
+            self._print_table(glets)
+        elif args[0] == "kill" and len(args) > 1:
+            self._kill(glets, args[1:])
+        else:
+            raise UsageError("usage: %greenlets [kill ID ... | kill all]")
+
+    @staticmethod
+    def _print_table(glets):
+        if not glets:
+            print("No greenlet spawned by this kernel's cells is alive.")
+            return
+        now = time.monotonic()
+        rows = [("id", "cell", "function", "state", "cell age")]
+        for glet in glets:
+            cell = glet.spawn_tree_locals["gkernel.cell"]
+            count = cell.execution_count
+            rows.append((str(glet.minimal_ident), f"In[{count}]" if count is not None else "-",
+                         _function_name(glet), _state(glet), f"{now - cell.started:.1f} s"))
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            print("  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip())
+
+    @staticmethod
+    def _kill(glets, ids):
+        if ids == ["all"]:
+            chosen = glets
+        else:
+            by_id = {str(g.minimal_ident): g for g in glets}
+            unknown = [i for i in ids if i not in by_id]
+            if unknown:
+                raise UsageError(f"no live greenlet of this kernel with id {', '.join(unknown)}")
+            chosen = [by_id[i] for i in ids]
+        gevent.killall(chosen, timeout=1)
+        still = [g for g in chosen if not g.dead]
+        print(f"killed {len(chosen) - len(still)} greenlet(s)"
+              + (f"; still alive after 1 s: {', '.join(str(g.minimal_ident) for g in still)}" if still else ""))
+
+
+def _function_name(glet):
+    func = getattr(glet, "_run", None)
+    func = getattr(func, "func", func)  # functools.partial
+    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
+    return name
+
+
+def _state(glet):
+    return "waiting" if glet.started else "not started"
+
+
+class GreenScriptMagics(ScriptMagics):
+    """``%%script``, ``%%bash`` and friends, with their asyncio loop in a greenlet.
+
+    IPython runs these magics' subprocesses on an asyncio loop in a thread of
+    their own. Once ``threading`` is monkey-patched, that thread is a greenlet
+    of the hub's OS thread, and asyncio keeps its "running loop" per OS
+    thread: the loop would look running to every later cell, and
+    ``asyncio.run()`` or top-level ``await`` would fail for the rest of the
+    session. So, when threading is patched, the loop is one whose selector
+    gives the marker back while it waits (see :mod:`gkernel.shell`), run by a
+    greenlet; the cell waits for the script cooperatively. Unpatched, IPython's
+    real thread has a running-loop marker of its own, and is kept.
+
+    Not decorated with ``magics_class``: it inherits ScriptMagics' table of
+    magic names, which resolve to the methods of this class.
+    """
+
+    @functools.wraps(ScriptMagics.shebang)  # and its argument parser
+    def shebang(self, line, cell):
+        if self.event_loop is None and monkey.is_module_patched("threading"):
+            from .shell import cooperative_event_loop
+
+            self.event_loop = cooperative_event_loop()
+            self._loop_greenlet = gevent.spawn(self.event_loop.run_forever)
+        return super().shebang(line, cell)
+
+    def close(self):
+        """When the shell ends: stop the loop and the background scripts, forget the atexit hook."""
+        atexit.unregister(self.kill_bg_processes)
+        self.kill_bg_processes()
+        loop = self.event_loop
+        if getattr(self, "_loop_greenlet", None) is not None:
+            loop.call_soon(loop.stop)
+            self._loop_greenlet.join(1)
+            loop.close()

@@ -1,0 +1,356 @@
+"""The IPython layer, on the wire: what a notebook user types works as under ipykernel.
+
+Tests parametrized with ``kernel_name`` run the same code against gkernel and
+ipykernel (``python3``) and assert the same messages; the others check what
+gkernel adds for gevent users (cooperative ``!cmd`` and ``await``, ``%greenlets``,
+tracebacks without the hub's frames).
+"""
+
+import re
+import time
+
+import pytest
+from jupyter_client.manager import start_new_kernel
+
+from conftest import KERNEL_NAME, collect_iopub, execute, get_reply, outputs, plain, result_of, stdout_of, stop_kernel
+
+pytestmark = pytest.mark.timeout(90)
+
+KERNELS = [KERNEL_NAME, "python3"]  # gkernel and ipykernel
+
+
+@pytest.fixture(scope="module", params=KERNELS)
+def both(request, tmp_path_factory):
+    """A kernel of each kind, started in a directory of its own."""
+    cwd = tmp_path_factory.mktemp(request.param)
+    km, kc = start_new_kernel(kernel_name=request.param, startup_timeout=30, cwd=str(cwd))
+    yield kc
+    stop_kernel(km, kc)
+
+
+def ok(kc, code, **kwargs):
+    reply, msgs = execute(kc, code, **kwargs)
+    assert reply["content"]["status"] == "ok", plain("".join(reply["content"].get("traceback", [])))
+    return reply, msgs
+
+
+# -- IPython syntax ------------------------------------------------------------------
+
+
+def test_line_and_cell_magics(both):
+    kc = both
+    _, msgs = ok(kc, "%time x = sum(range(10))")
+    assert "Wall time" in stdout_of(msgs)
+    _, msgs = ok(kc, "%%time\ny = 2")
+    assert "Wall time" in stdout_of(msgs)
+    _, msgs = ok(kc, "%timeit -n 3 -r 2 sum(range(10))")
+    assert "per loop" in stdout_of(msgs)
+    assert result_of(kc, "%pwd") == repr(os_getcwd(kc))
+    ok(kc, "%env GKERNEL_TEST_VAR=42")
+    assert result_of(kc, "import os; os.environ['GKERNEL_TEST_VAR']") == "'42'"
+    _, msgs = ok(kc, "who_var = 1\n%who int")
+    assert "who_var" in stdout_of(msgs)
+    _, msgs = ok(kc, "%%writefile script.py\nprint('ran', __name__)\nresult_of_script = 7\n")
+    assert "script.py" in stdout_of(msgs)
+    _, msgs = ok(kc, "%run script.py")
+    assert stdout_of(msgs) == "ran __main__\n"
+    assert result_of(kc, "result_of_script") == "7"
+    _, msgs = ok(kc, "%%capture captured\nprint('hidden')")
+    assert not outputs(msgs, "stream")
+    assert result_of(kc, "captured.stdout") == "'hidden\\n'"
+    _, msgs = ok(kc, "%%html\n<b>bold</b>")
+    assert outputs(msgs, "display_data")[0]["data"]["text/html"].strip() == "<b>bold</b>"
+    _, msgs = ok(kc, "%%bash\necho from bash")
+    assert stdout_of(msgs) == "from bash\n"
+    ok(kc, "%xmode Minimal")
+    reply, msgs = execute(kc, "def deep():\n    1/0\ndeep()")
+    assert len(outputs(msgs, "error")[0]["traceback"]) <= 2  # Minimal: no frames
+    ok(kc, "%xmode Context")
+    _, msgs = ok(kc, "%hist -l 2")
+    assert "%xmode Context" in stdout_of(msgs)
+
+
+def os_getcwd(kc):
+    return eval(result_of(kc, "__import__('os').getcwd()"))
+
+
+def test_cd_and_load(both):
+    kc = both
+    ok(kc, "import os, tempfile\nscratch = tempfile.mkdtemp()\nhere = os.getcwd()")
+    ok(kc, "%cd {scratch}")
+    assert result_of(kc, "os.getcwd() == scratch") == "True"
+    ok(kc, "%cd {here}")
+    ok(kc, "with open('loaded.py', 'w') as f: f.write('loaded_value = 3\\n')")
+    reply, _ = ok(kc, "%load loaded.py")
+    payload = reply["content"]["payload"]
+    assert payload[0]["source"] == "set_next_input" and "loaded_value = 3" in payload[0]["text"]
+
+
+def test_load_ext_and_autoreload(both):
+    kc = both
+    ok(kc, "%load_ext autoreload\n%autoreload 2")
+    ok(kc, "with open('reloaded_mod.py', 'w') as f: f.write('def answer(): return 1\\n')\n"
+           "import reloaded_mod")
+    assert result_of(kc, "reloaded_mod.answer()") == "1"
+    ok(kc, "import os, time\ntime.sleep(1.1)\n"  # a newer mtime
+           "with open('reloaded_mod.py', 'w') as f: f.write('def answer(): return 2\\n')")
+    assert result_of(kc, "reloaded_mod.answer()") == "2"
+
+
+def test_shell_escapes(both):
+    kc = both
+    _, msgs = ok(kc, "!echo out; echo err 1>&2")
+    # One terminal for both streams, as ipykernel's pexpect gives (gkernel without its CRs).
+    assert stdout_of(msgs).replace("\r\n", "\n") == "out\nerr\n"
+    assert result_of(kc, "files = !printf 'a\\nb\\n'\nfiles") == "['a', 'b']"
+    assert result_of(kc, "word = 'expanded'\nechoed = !echo $word\nechoed[0]") == "'expanded'"
+    assert result_of(kc, "!exit 3\n_exit_code") == "3"
+
+
+def test_help_anywhere(both):
+    kc = both
+    for code in ("len?", "?len", "x = 1\nlen?", "  len?"):
+        reply, _ = ok(kc, code)
+        payload = reply["content"]["payload"]
+        assert payload and payload[0]["source"] == "page", code
+        assert "Return the number of items" in plain(payload[0]["data"]["text/plain"]), code
+    reply, _ = ok(kc, "def mine():\n    'Mine.'\n    return 1")
+    reply, _ = ok(kc, "mine??")
+    assert "return 1" in plain(reply["content"]["payload"][0]["data"]["text/plain"])
+
+
+def test_indented_cells_and_pasted_prompts(both):
+    kc = both
+    assert result_of(kc, "    a = 1\n    a + 1") == "2"
+    assert result_of(kc, ">>> b = 2\n>>> b * 3") == "6"
+    assert result_of(kc, "In [1]: c = 4\n\nIn [2]: c + 1") == "5"
+
+
+# -- the namespace and display -------------------------------------------------------------
+
+
+def test_get_ipython_and_history_variables(both):
+    kc = both
+    assert result_of(kc, "get_ipython() is __import__('IPython').get_ipython()") == "True"
+    ok(kc, "'first'")
+    ok(kc, "'second'")
+    ok(kc, "'third'")
+    assert result_of(kc, "(_, __, ___)") == "('third', 'second', 'first')"
+    n = get_reply(kc, kc.execute("'probe'"))["content"]["execution_count"]
+    assert result_of(kc, f"(In[{n}], Out[{n}], _i{n}, _ih[{n}] == In[{n}], _oh is Out)") == \
+        "(\"'probe'\", 'probe', \"'probe'\", True, True)"
+
+
+def test_display_formatter(both):
+    kc = both
+    text = result_of(kc, "{'key_%02d' % i: list(range(8)) for i in range(6)}")
+    assert text.count("\n") == 5  # IPython's pretty printer wraps a long dict
+    _, msgs = ok(kc, "class Shows:\n"
+                     "    def _ipython_display_(self):\n"
+                     "        display({'text/plain': 'custom'}, raw=True)\n"
+                     "Shows()")
+    assert [m["msg_type"] for m in msgs] == ["execute_input", "display_data"]
+    assert msgs[1]["content"]["data"] == {"text/plain": "custom"}
+    _, msgs = ok(kc, "from IPython.display import Javascript\nJavascript('console.log(1)')")
+    assert outputs(msgs, "execute_result")[0]["data"]["application/javascript"] == "console.log(1)"
+    _, msgs = ok(kc, "from IPython.display import display, clear_output\n"
+                     "h = display('one', display_id=True)\nh.update('two')\nclear_output(wait=True)")
+    assert [m["msg_type"] for m in msgs] == ["execute_input", "display_data", "update_display_data",
+                                             "clear_output"]
+    assert msgs[1]["content"]["transient"] == msgs[2]["content"]["transient"]
+
+
+def test_traceback_starts_at_the_cell(both):
+    kc = both
+    ok(kc, "def inner():\n    raise ValueError('bad value')")
+    reply, msgs = execute(kc, "x = 1\ninner()")
+    assert reply["content"]["ename"] == "ValueError"
+    text = plain("\n".join(outputs(msgs, "error")[0]["traceback"]))
+    assert "Cell In[" in text and "inner()" in text and "raise ValueError('bad value')" in text
+    assert "interactiveshell.py" not in text and "gkernel/" not in text
+    assert "\x1b[" in "".join(reply["content"]["traceback"])  # coloured, as in IPython
+
+
+def test_matplotlib_inline_by_default(both):
+    kc = both
+    _, msgs = ok(kc, "import matplotlib.pyplot as plt\nplt.plot([1, 2]);")
+    images = [c for c in outputs(msgs, "display_data") if "image/png" in c["data"]]
+    assert len(images) == 1
+    _, msgs = ok(kc, "%matplotlib inline\nplt.figure(); plt.bar([1], [2]);")
+    assert [c for c in outputs(msgs, "display_data") if "image/png" in c["data"]]
+
+
+def test_top_level_await(both):
+    kc = both
+    assert result_of(kc, "import asyncio\nawait asyncio.sleep(0.01)\n'awaited'") == "'awaited'"
+
+
+def test_is_complete(both):
+    kc = both
+
+    def status(code):
+        return get_reply(kc, kc.is_complete(code))["content"]
+
+    assert status("def f():\n    return 42\n\n")["status"] == "complete"
+    assert status("x = 1")["status"] == "complete"
+    assert status("def f():") == {"status": "incomplete", "indent": "    "}
+    assert status("%time x = 1")["status"] == "complete"
+    assert status("1 +* 2")["status"] == "invalid"
+
+
+def test_completion(both):
+    kc = both
+    ok(kc, "import os\nmy_variable = 1")
+    c = get_reply(kc, kc.complete("my_var"))["content"]
+    assert "my_variable" in c["matches"] and (c["cursor_start"], c["cursor_end"]) == (0, 6)
+    c = get_reply(kc, kc.complete("os.pa"))["content"]
+    assert "path" in c["matches"] and c["cursor_start"] == 3
+    c = get_reply(kc, kc.complete("%ti"))["content"]
+    assert "%time" in c["matches"] and "%timeit" in c["matches"]
+
+
+def test_state_carries_over_between_cells(both):
+    kc = both
+    ok(kc, "import contextvars, decimal\nvar = contextvars.ContextVar('var', default='unset')\n"
+           "var.set('kept')\ndecimal.getcontext().prec = 5")
+    assert result_of(kc, "var.get()") == "'kept'"
+    assert result_of(kc, "str(decimal.Decimal(1) / 3)") == "'0.33333'"
+
+
+def test_exit_without_parentheses_ends_the_kernel():
+    for word in ("exit", "quit"):
+        km, kc = start_new_kernel(kernel_name=KERNEL_NAME, startup_timeout=30)
+        try:
+            reply, _ = ok(kc, word)
+            assert {"source": "ask_exit", "keepkernel": False} in reply["content"]["payload"]
+            deadline = time.monotonic() + 10
+            while km.is_alive() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not km.is_alive()
+        finally:
+            kc.stop_channels()
+            km.cleanup_resources()
+
+
+# -- what gevent users get beyond ipykernel -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gk(kernel):
+    return kernel[1]
+
+
+TICKER = "import gevent\nticks = []\nticker = gevent.spawn(lambda: [ticks.append(gevent.sleep(0.05)) for _ in range(200)])"
+
+
+def test_await_and_shell_commands_let_greenlets_run(gk):
+    ok(gk, TICKER)
+    ok(gk, "import asyncio\nbefore = len(ticks)\nawait asyncio.sleep(0.5)\nduring_await = len(ticks) - before")
+    assert int(result_of(gk, "during_await")) >= 5
+    msg_id = gk.execute("before = len(ticks)\n!echo first; sleep 0.6; echo second\nduring_cmd = len(ticks) - before")
+    arrivals = []
+    while True:
+        msg = gk.get_iopub_msg(timeout=10)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "stream":
+            arrivals.append((time.monotonic(), msg["content"]["text"]))
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            break
+    assert get_reply(gk, msg_id)["content"]["status"] == "ok"
+    assert "".join(text for _, text in arrivals) == "first\nsecond\n"
+    assert len(arrivals) >= 2 and arrivals[-1][0] - arrivals[0][0] > 0.4  # streamed as it came
+    assert int(result_of(gk, "during_cmd")) >= 5
+    _, msgs = ok(gk, "%time gevent.sleep(0.3)")
+    wall = re.search(r"Wall time: ([\d.]+) (ms|s)", stdout_of(msgs))
+    assert wall and 250 <= float(wall.group(1)) * (1000 if wall.group(2) == "s" else 1) < 1000
+    ok(gk, "ticker.kill()")
+
+
+def test_working_directory_is_on_the_import_path(gk):
+    assert result_of(gk, "import sys; sys.path[0]") == "''"
+    ok(gk, "import os, tempfile\nmoddir = tempfile.mkdtemp()\nback = os.getcwd()\n"
+           "open(os.path.join(moddir, 'found_here.py'), 'w').write('where = \"moddir\"\\n')\n"
+           "os.chdir(moddir)")
+    assert result_of(gk, "import found_here; os.chdir(back); found_here.where") == "'moddir'"
+
+
+def test_asyncio_run_in_cells(gk):
+    ok(gk, "import asyncio\nawait asyncio.sleep(0)")
+    assert result_of(gk, "async def main():\n    await asyncio.sleep(0.01)\n    return 'ran'\n"
+                         "asyncio.run(main())") == "'ran'"
+    ok(gk, "%%bash\ntrue")  # IPython runs script magics on an asyncio loop of their own
+    assert result_of(gk, "asyncio.run(main())") == "'ran'"
+
+
+def test_interrupt_traceback_shows_user_frames(kernel):
+    km, kc = kernel
+    msg_id = kc.execute("import gevent\ndef waits():\n    gevent.sleep(10)\nwaits()")
+    time.sleep(0.5)
+    km.interrupt_kernel()
+    reply = get_reply(kc, msg_id)
+    assert reply["content"]["ename"] == "KeyboardInterrupt"
+    text = plain("\n".join(reply["content"]["traceback"]))
+    assert "waits()" in text and "gevent.sleep(10)" in text
+    assert "gevent/hub.py" not in text and "gkernel/" not in text
+
+
+def test_greenlet_error_shows_user_frames(gk):
+    _, msgs = ok(gk, "import gevent\ndef fails():\n    1/0\ngevent.spawn(fails).join()")
+    text = plain("".join(c["text"] for c in outputs(msgs, "stream", "stderr")))
+    assert "ZeroDivisionError" in text and "1/0" in text
+    assert "gevent/greenlet.py" not in text and "gkernel/" not in text
+
+
+def test_greenlets_magic(gk):
+    ok(gk, "import gevent\ndef background():\n    gevent.sleep(60)\nbg = [gevent.spawn(background) for _ in range(2)]")
+    _, msgs = ok(gk, "%greenlets")
+    table = stdout_of(msgs)
+    assert table.splitlines()[0].split() == ["id", "cell", "function", "state", "cell", "age"]
+    rows = [line for line in table.splitlines() if "background" in line]
+    assert len(rows) == 2 and all("waiting" in row for row in rows)
+    first_id = rows[0].split()[0]
+    _, msgs = ok(gk, f"%greenlets kill {first_id}")
+    assert "killed 1 greenlet(s)" in stdout_of(msgs)
+    assert result_of(gk, "sorted(g.dead for g in bg)") == "[False, True]"
+    ok(gk, "%greenlets kill all")
+    assert result_of(gk, "all(g.dead for g in bg)") == "True"
+    reply, _ = execute(gk, "%greenlets kill 999999")
+    assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "UsageError"
+
+
+# -- two kernels of one serve host ----------------------------------------------------------
+
+
+@pytest.fixture
+def host(tmp_path):
+    from conftest import Host
+
+    host = Host(tmp_path)
+    yield host
+    host.close()
+
+
+def test_each_hosted_kernel_has_its_own_shell(host):
+    _, kc_a = host.kernel()
+    _, kc_b = host.kernel()
+    ok(kc_a, "ip = get_ipython()\n%xmode Minimal\n%load_ext autoreload")
+    ok(kc_b, "ip = get_ipython()")
+    assert result_of(kc_a, "ip is get_ipython() and ip.InteractiveTB.mode") == "'Minimal'"
+    assert result_of(kc_b, "ip.InteractiveTB.mode") != "'Minimal'"
+    assert result_of(kc_b, "'autoreload' in ip.extension_manager.loaded") == "False"
+    # Cells of both interleave on the hub: each one's get_ipython(), displayhook and
+    # display() resolve to its own kernel, before and after the other ran.
+    slow = kc_a.execute("import gevent, IPython\nmine = get_ipython()\ngevent.sleep(0.5)\n"
+                        "display('shown by a')\n(mine is IPython.get_ipython(), 'result of a')")
+    time.sleep(0.1)
+    _, msgs_b = ok(kc_b, "import IPython\ndisplay('shown by b')\nIPython.get_ipython() is ip, 'result of b'")
+    assert get_reply(kc_a, slow)["content"]["status"] == "ok"
+    msgs_a = collect_iopub(kc_a, slow)
+    assert outputs(msgs_a, "display_data")[0]["data"]["text/plain"] == "'shown by a'"
+    assert outputs(msgs_a, "execute_result")[0]["data"]["text/plain"] == "(True, 'result of a')"
+    assert outputs(msgs_b, "display_data")[0]["data"]["text/plain"] == "'shown by b'"
+    assert outputs(msgs_b, "execute_result")[0]["data"]["text/plain"] == "(True, 'result of b')"
+    n_a = get_reply(kc_a, kc_a.execute("1"))["content"]["execution_count"]
+    n_b = get_reply(kc_b, kc_b.execute("1"))["content"]["execution_count"]
+    assert (n_a, n_b) == (4, 5)
