@@ -7,6 +7,12 @@ or transitively. The :class:`Cell` lives in that dict, so output and display
 calls from any greenlet a cell spawned find that cell -- also after the cell
 finished and its own greenlet is gone.
 
+asyncio tasks run in whatever greenlet runs their loop, so the cell is also
+kept in a context variable, :data:`CELL_VAR`: the request greenlets of a
+kernel set it, and a task copies the context of the code that created it.
+It is looked at first, so a task writes to the cell that created it
+wherever it runs.
+
 Real OS threads have no spawn tree: :func:`follow_threads` makes
 ``threading.Thread.start`` note the starting code's cell on the thread, so
 output of a thread a cell started (with monkey-patching off, or a C library's
@@ -20,14 +26,18 @@ Nothing here is per-kernel state: a Cell names its kernel.
 import gc
 import threading
 import time
+from contextvars import ContextVar
 
 from gevent import Greenlet, getcurrent
 
-__all__ = ["Cell", "spawn_in_cell", "current_cell", "cell_greenlets", "follow_threads", "CELL_KEY"]
+__all__ = ["Cell", "spawn_in_cell", "current_cell", "cell_greenlets", "follow_threads", "CELL_KEY",
+           "CELL_VAR", "redirect_current", "restore_current"]
 
 #: the key of the Cell in a spawn tree's locals
 CELL_KEY = "gkernel.cell"
 _THREAD_ATTR = "_gkernel_cell"
+#: the cell of the code running in a context (set by request greenlets; copied by asyncio tasks)
+CELL_VAR = ContextVar("gkernel.cell", default=None)
 
 
 class Cell:
@@ -64,12 +74,42 @@ def spawn_in_cell(cell, func, *args, context=None):
 
 
 def current_cell():
-    """The cell the current greenlet or thread works for, or None (hub, unrelated code)."""
+    """The cell the current context, greenlet or thread works for, or None (hub, unrelated code)."""
+    cell = CELL_VAR.get()
+    if cell is not None:
+        return cell
     tree = getattr(getcurrent(), "spawn_tree_locals", None)
     if tree is not None:
         return tree.get(CELL_KEY)
     # Not a gevent Greenlet: a thread's main greenlet, or the hub.
     return getattr(threading.current_thread(), _THREAD_ATTR, None)
+
+
+def redirect_current(cell):
+    """From now on, the calling greenlet (and what it spawns) or thread works for *cell*.
+
+    Returns a token for :func:`restore_current`. A greenlet gets a spawn tree
+    of its own: the tree it leaves, with the cell that rooted it, is unchanged.
+    """
+    glet = getcurrent()
+    if getattr(glet, "spawn_tree_locals", None) is not None:
+        where = ("tree", glet, glet.spawn_tree_locals)
+        glet.spawn_tree_locals = {**glet.spawn_tree_locals, CELL_KEY: cell}
+    else:
+        thread = threading.current_thread()
+        where = ("thread", thread, getattr(thread, _THREAD_ATTR, None))
+        setattr(thread, _THREAD_ATTR, cell)
+    return where, CELL_VAR.set(cell)
+
+
+def restore_current(token):
+    """Undo :func:`redirect_current`."""
+    (kind, owner, previous), var_token = token
+    CELL_VAR.reset(var_token)
+    if kind == "tree":
+        owner.spawn_tree_locals = previous
+    else:
+        setattr(owner, _THREAD_ATTR, previous)
 
 
 def cell_greenlets(kernels):

@@ -16,6 +16,8 @@ against the fields it declared (:mod:`gkernel.messages`).
 """
 
 import contextvars
+import datetime
+import functools
 import json
 import os
 import platform
@@ -33,7 +35,7 @@ from traitlets.config import LoggingConfigurable
 
 from . import __version__
 from ._threads import hub_thread_check
-from .cells import Cell, cell_greenlets, current_cell, spawn_in_cell
+from .cells import CELL_VAR, Cell, cell_greenlets, current_cell, spawn_in_cell
 from .dispatcher import CONTROL, SHELL, Dispatcher, settle
 from .heartbeat import Heartbeat
 from .iopub import IOPubPublisher
@@ -65,7 +67,7 @@ def handles(msg_type, needs_shell=False, **fields):
 class Request:
     """One received, authenticated request and what to do once it is answered."""
 
-    __slots__ = ("channel", "idents", "msg", "error", "after_reply")
+    __slots__ = ("channel", "idents", "msg", "error", "after_reply", "reply_metadata")
 
     def __init__(self, channel, idents, msg, error=None):
         self.channel = channel
@@ -74,6 +76,8 @@ class Request:
         #: why the content could not be parsed, if it could not
         self.error = error
         self.after_reply = None
+        #: the reply's metadata
+        self.reply_metadata = {}
 
     @property
     def msg_type(self):
@@ -102,6 +106,7 @@ class Kernel(LoggingConfigurable):
         #: the IPython shell (:class:`gkernel.shell.GreenShell`), built soon after :meth:`start`
         self.shell = None
         self._shell_built = Event()
+        self._shell_builder = None
         #: the context variables of the kernel's requests: each runs in a greenlet of its
         #: own, and a variable (or ``decimal``'s context) set in one cell is still set in the
         #: next, as at the IPython prompt
@@ -111,6 +116,8 @@ class Kernel(LoggingConfigurable):
         self.usage = UsageMeter()
         #: the most recent non-silent execute_request: owner of output from outside any cell
         self.last_parent = None
+        #: the request last served on each channel (see get_parent)
+        self._channel_parents = {"shell": None, "control": None}
         #: when the kernel last started or finished serving a request (epoch seconds)
         self.last_activity = time.time()
         #: set once a shutdown_request has been answered; the host then calls close()
@@ -145,13 +152,14 @@ class Kernel(LoggingConfigurable):
         # Clients may have subscribed while we started: welcome them first.
         settle()
         self.publisher.publish("status", {"execution_state": "starting"})
-        gevent.spawn(self._build_shell)
+        self._shell_builder = gevent.spawn(self._build_shell)
 
     def _build_shell(self):
-        from .shell import GreenShell
+        from .shell import GreenShell, ShellStartup
 
         try:
             self.shell = GreenShell(kernel=self, parent=self)
+            ShellStartup(self.shell, parent=self).run()
         except Exception:
             self.log.exception("the IPython shell could not be built; cells cannot run")
         finally:
@@ -167,6 +175,8 @@ class Kernel(LoggingConfigurable):
         """First half of :meth:`close`: take no more requests."""
         # Readers go first: no greenlet may wait on a socket being closed.
         gevent.killall(self._readers, timeout=1)
+        if self._shell_builder is not None:
+            self._shell_builder.kill()  # startup files may still be running
         self.stdin.stop()
         self.dispatcher.stop()
 
@@ -309,10 +319,11 @@ class Kernel(LoggingConfigurable):
         return spawn_in_cell(cell, self._run_shell_request, func, cell, request, context=self.user_context)
 
     def _run_shell_request(self, func, cell, request):
+        CELL_VAR.set(cell)  # in the kernel's context: asyncio tasks created by this cell copy it
         if self.cpu_watch is not None:
             self.cpu_watch.cell_started()
         try:
-            func(request)
+            return func(request)
         finally:
             cell.allow_stdin = False  # nobody answers input requests after the reply
             if self.cpu_watch is not None:
@@ -321,6 +332,7 @@ class Kernel(LoggingConfigurable):
     def _serve(self, request):
         msg, msg_type = request.msg, request.msg_type
         self.last_activity = time.time()
+        self._channel_parents[request.channel] = msg
         self.publisher.publish("status", {"execution_state": "busy"}, parent=msg)
         try:
             if request.channel == "shell" and self._abort_remaining:
@@ -375,7 +387,15 @@ class Kernel(LoggingConfigurable):
         sock = getattr(self.transport, request.channel)
         # A ROUTER socket never blocks on send (it drops for absent peers), so
         # replying from the request's greenlet cannot contend with the reader.
-        self.session.send(sock, reply_type, content, parent=request.msg, ident=request.idents)
+        self.session.send(sock, reply_type, content, parent=request.msg, ident=request.idents,
+                          metadata=request.reply_metadata)
+
+    def get_parent(self, channel=None):
+        """ipykernel's API: the request last served on *channel* ("shell" or "control");
+        without a channel, the request the calling code's output belongs to."""
+        if channel is None:
+            return self.current_parent() or {}
+        return self._channel_parents[channel] or {}
 
     def current_parent(self):
         """The request that output of the calling code belongs to: its cell's, else the latest cell's."""
@@ -398,7 +418,19 @@ class Kernel(LoggingConfigurable):
     def execute_request(self, request, code, silent, store_history, user_expressions,
                         allow_stdin, stop_on_error):
         store_history = store_history and not silent
+        # When the cell started, as ipykernel reports it (the reply's own date says when it ended).
+        request.reply_metadata["started"] = datetime.datetime.now(datetime.timezone.utc)
         cell = current_cell()
+        if cell is None:
+            # Sent on control, which the dispatcher serves itself, in no cell: ipykernel runs
+            # these too, so it runs in a cell of its own while control waits for it, in a copy
+            # of the kernel's context (a shell request may be running in the context itself).
+            cell = Cell(self, request.msg, request.idents)
+            run = functools.partial(self.execute_request, code=code, silent=silent, store_history=store_history,
+                                    user_expressions=user_expressions, allow_stdin=allow_stdin,
+                                    stop_on_error=stop_on_error)
+            return spawn_in_cell(cell, self._run_shell_request, run, cell, request,
+                                 context=self.user_context.copy()).get()
         cell.allow_stdin = allow_stdin
         shell = self.shell
         if store_history:
@@ -425,7 +457,7 @@ class Kernel(LoggingConfigurable):
             if not keep:  # as in the reference kernel: the reply goes out, then the kernel ends
                 request.after_reply = self.shutdown_event.set
         reply = {"execution_count": shell.execution_count - 1, "payload": payload}
-        if result.success:
+        if result.success and not shell.error_in_display:
             return {"status": "ok", **reply, "user_expressions": shell.user_expressions(user_expressions)}
         self.flush_output()
         if stop_on_error:

@@ -16,7 +16,6 @@ restores the streams and fds, and exits 0.
 import json
 import os
 import signal
-import sys
 
 from jupyter_core.paths import jupyter_config_path, jupyter_runtime_dir
 from traitlets import Bool, CaselessStrEnum, Integer, Unicode
@@ -41,8 +40,8 @@ class ShellConfigHelp:
             from IPython.core.completer import IPCompleter
             from IPython.core.history import HistoryManager
 
-            from .shell import GreenShell
-            self.classes = [*self.classes, GreenShell, HistoryManager, IPCompleter]
+            from .shell import GreenShell, ShellStartup
+            self.classes = [*self.classes, GreenShell, ShellStartup, HistoryManager, IPCompleter]
         yield from super().emit_help(classes)
 
 
@@ -97,6 +96,8 @@ class GKernelApp(ShellConfigHelp, Application):
         "ip": "GKernelApp.ip",
         "transport": "GKernelApp.transport",
         "log-level": "Application.log_level",
+        "profile": "GreenShell.profile_name",
+        "profile-dir": "GreenShell.profile_location",
     }
     flags = {
         "no-monkey-patch": ({"GKernelApp": {"monkey_patch": False}}, "Do not call gevent.monkey.patch_all()."),

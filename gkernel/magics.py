@@ -1,24 +1,20 @@
-"""Magics of gkernel: ``%greenlets``, and IPython's script magics made safe under gevent.
+"""Magics for gevent users: ``%greenlets`` lists and kills what this kernel's cells spawned.
 
-``%greenlets`` lists and kills what this kernel's cells spawned. A greenlet started in a cell outlives the cell (that is the point of the
+A greenlet started in a cell outlives the cell (that is the point of the
 hub running between cells), so a notebook gathers servers, tickers and
 crawlers nobody can see any more. ``%greenlets`` shows those of the calling
 kernel that still live; other kernels of the process are never listed.
 """
 
-import atexit
-import functools
 import time
 
 import gevent
-from gevent import monkey
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
-from IPython.core.magics.script import ScriptMagics
 
 from .cells import cell_greenlets
 
-__all__ = ["GeventMagics", "GreenScriptMagics"]
+__all__ = ["GeventMagics"]
 
 
 @magics_class
@@ -91,39 +87,3 @@ def _function_name(glet):
 def _state(glet):
     return "waiting" if glet.started else "not started"
 
-
-class GreenScriptMagics(ScriptMagics):
-    """``%%script``, ``%%bash`` and friends, with their asyncio loop in a greenlet.
-
-    IPython runs these magics' subprocesses on an asyncio loop in a thread of
-    their own. Once ``threading`` is monkey-patched, that thread is a greenlet
-    of the hub's OS thread, and asyncio keeps its "running loop" per OS
-    thread: the loop would look running to every later cell, and
-    ``asyncio.run()`` or top-level ``await`` would fail for the rest of the
-    session. So, when threading is patched, the loop is one whose selector
-    gives the marker back while it waits (see :mod:`gkernel.shell`), run by a
-    greenlet; the cell waits for the script cooperatively. Unpatched, IPython's
-    real thread has a running-loop marker of its own, and is kept.
-
-    Not decorated with ``magics_class``: it inherits ScriptMagics' table of
-    magic names, which resolve to the methods of this class.
-    """
-
-    @functools.wraps(ScriptMagics.shebang)  # and its argument parser
-    def shebang(self, line, cell):
-        if self.event_loop is None and monkey.is_module_patched("threading"):
-            from .shell import cooperative_event_loop
-
-            self.event_loop = cooperative_event_loop()
-            self._loop_greenlet = gevent.spawn(self.event_loop.run_forever)
-        return super().shebang(line, cell)
-
-    def close(self):
-        """When the shell ends: stop the loop and the background scripts, forget the atexit hook."""
-        atexit.unregister(self.kill_bg_processes)
-        self.kill_bg_processes()
-        loop = self.event_loop
-        if getattr(self, "_loop_greenlet", None) is not None:
-            loop.call_soon(loop.stop)
-            self._loop_greenlet.join(1)
-            loop.close()

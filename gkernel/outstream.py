@@ -34,7 +34,7 @@ from gevent import get_hub
 from gevent import getcurrent
 
 from ._threads import hub_thread_check, os_thread_ident
-from .cells import CELL_KEY, current_cell
+from .cells import CELL_KEY, CELL_VAR, current_cell
 
 __all__ = ["KernelOutput", "StreamRouter", "STREAM_NAMES"]
 
@@ -187,8 +187,10 @@ class StreamRouter(io.TextIOBase):
 
     def _target(self):
         # current_cell(), inlined for the common case: every print calls this twice.
-        tree = getattr(getcurrent(), "spawn_tree_locals", None)
-        cell = tree.get(CELL_KEY) if tree is not None else current_cell()
+        cell = CELL_VAR.get()
+        if cell is None:
+            tree = getattr(getcurrent(), "spawn_tree_locals", None)
+            cell = tree.get(CELL_KEY) if tree is not None else current_cell()
         if cell is not None:
             return cell.kernel, cell.parent
         kernel = self.fallback() if self.fallback else None

@@ -44,8 +44,6 @@ class ProcessRuntime:
     def start(self):
         import gevent
 
-        from . import shell
-
         # As at the IPython prompt: the working directory first on the import path, and
         # matplotlib figures shown inline at the end of a cell without any magic.
         if sys.path[:1] != [""]:
@@ -72,13 +70,12 @@ class ProcessRuntime:
         ForkRelay(self.kernels, self.log).install()
         self.cpu_watch.install()
         _contain_greenlet_errors(gevent.get_hub())
-        shell.install_process_hooks()
 
     def stop(self):
-        """Restore the streams and fds (after the kernels closed)."""
-        from . import shell
-
-        shell.uninstall_process_hooks()
+        """Restore the streams and fds, and IPython's singleton (after the kernels closed)."""
+        shell = sys.modules.get(f"{__package__}.shell")  # imported by the first kernel's shell
+        if shell is not None:
+            shell.uninstall_process_hooks()
         self.cpu_watch.uninstall()
         sys.stdout, sys.stderr = self._originals
         for capture in self.captures.values():

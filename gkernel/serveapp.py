@@ -72,6 +72,8 @@ class ServeApp(ShellConfigHelp, Application):
 
     aliases = {
         "ip": "KernelHost.ip",
+        "profile": "GreenShell.profile_name",
+        "profile-dir": "GreenShell.profile_location",
         "transport": "KernelHost.transport",
         "max-kernels": "KernelHost.max_kernels",
         "cull-idle-timeout": "KernelHost.cull_idle_timeout",

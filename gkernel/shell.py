@@ -10,14 +10,17 @@ what differs in a gevent kernel:
   tracebacks (``error``) publish on the IOPub of the shell's kernel, with the
   running cell as parent (:mod:`gkernel.cells`), so ``display()`` from a
   greenlet a cell spawned reaches that cell too;
-* waiting: ``!cmd`` and ``x = !cmd`` run under gevent (:mod:`gkernel.system`),
-  top-level ``await`` runs the cell's coroutine on an asyncio loop whose
-  selector waits through the hub, and history is written by the hub after
-  the reply instead of by a thread of its own per shell;
+* waiting: ``!cmd`` and ``x = !cmd`` run under gevent (:mod:`gkernel.system`);
+  each kernel has an asyncio loop whose selector waits through the hub,
+  which runs in a greenlet between cells (tasks a cell created go on, like
+  its greenlets) and in the cell's greenlet during a top-level ``await``;
+  history is written by the hub after the reply instead of by a thread of
+  its own per shell;
 * many shells per process: IPython assumes one. What it makes process-wide
   (``InteractiveShell.instance()``, hence ``get_ipython()``;
-  ``sys.displayhook``; the ``get_ipython`` builtin) is routed to the shell of
-  the running cell by :func:`install_process_hooks`, and the traps with which
+  ``sys.displayhook``; the ``get_ipython`` builtin; asyncio's event loop
+  policy) is routed to the shell of the running cell by
+  :func:`install_process_hooks`, and the traps with which
   ``run_cell`` swaps ``sys.displayhook`` and builtins around each cell are
   disabled: with cells of several kernels interleaving on one hub, those
   swaps would not nest.
@@ -34,6 +37,7 @@ import sys
 from contextlib import nullcontext
 
 import gevent
+from gevent import getcurrent
 from gevent.selectors import GeventSelector
 from IPython.core.autocall import ZMQExitAutocall
 from IPython.core.builtin_trap import BuiltinTrap
@@ -41,16 +45,19 @@ from IPython.core.display_trap import DisplayTrap
 from IPython.core.displayhook import DisplayHook
 from IPython.core.displaypub import DisplayPublisher
 from IPython.core.history import HistoryManager
-from IPython.core.interactiveshell import InteractiveShell, InteractiveShellABC
 from IPython.core import page
+from IPython.core.interactiveshell import InteractiveShell, InteractiveShellABC
+from IPython.core.profiledir import ProfileDir
+from IPython.core.shellapp import InteractiveShellApp
 from IPython.utils.text import LSString, SList
-from traitlets import Any, Instance, Type, default
+from traitlets import Any, Instance, Type, Unicode, default, validate
+from traitlets.config import LoggingConfigurable
 
 from . import system
-from .cells import current_cell
+from .cells import Cell, current_cell, redirect_current, restore_current
 
-__all__ = ["GreenShell", "install_process_hooks", "uninstall_process_hooks", "current_shell",
-           "cooperative_event_loop"]
+__all__ = ["GreenShell", "ShellStartup", "install_process_hooks", "uninstall_process_hooks",
+           "current_shell", "cooperative_event_loop"]
 
 
 class GreenDisplayPublisher(DisplayPublisher):
@@ -109,12 +116,16 @@ class GreenHistoryManager(HistoryManager):
     save_delay = 0.05
 
     def __init__(self, shell, **kwargs):
-        super().__init__(shell=shell, **kwargs)
-        # IPython has just started its saving thread (a greenlet when the
-        # standard library is monkey-patched): stop it, this class saves.
-        self._stop_save_thread()
-        self.using_thread = False
         self._save_timer = None
+        super().__init__(shell=shell, **kwargs)
+        self.save_thread = None
+        self.using_thread = False
+
+    @validate("save_thread")
+    def _never_start_a_saving_thread(self, proposal):
+        # HistoryManager.__init__ makes its saving thread and starts it at once:
+        # what it gets to start instead does nothing (see the class docstring).
+        return None if proposal.value is None else _NotStarted()
 
     def init_db(self):
         super().init_db()
@@ -150,6 +161,16 @@ class GreenHistoryManager(HistoryManager):
             self._save_timer.close()
             self._save_timer = None
         super().end_session()
+
+
+class _NotStarted:
+    """Stands in for the history saving thread IPython would start."""
+
+    def start(self):
+        pass
+
+    def stop(self):
+        pass
 
 
 class _UntrappedDisplay(DisplayTrap):
@@ -195,15 +216,87 @@ class _CooperativeSelector(GeventSelector):
             asyncio.events._set_running_loop(loop)
 
 
+class _GreenEventLoop(asyncio.SelectorEventLoop):
+    """An asyncio loop for greenlets: it waits through the hub, and work scheduled on
+    it from another greenlet (a cell creating a task) wakes it, as from another thread."""
+
+    _greenlet = None
+
+    def __init__(self):
+        super().__init__(_CooperativeSelector())
+
+    def run_forever(self):
+        self._greenlet = getcurrent()
+        try:
+            super().run_forever()
+        finally:
+            self._greenlet = None
+
+    def call_soon(self, callback, *args, context=None):
+        if getcurrent() is self._greenlet:
+            return super().call_soon(callback, *args, context=context)
+        return self.call_soon_threadsafe(callback, *args, context=context)
+
+    def call_at(self, when, callback, *args, context=None):
+        handle = super().call_at(when, callback, *args, context=context)
+        if self._greenlet is not None and getcurrent() is not self._greenlet:
+            self._write_to_self()  # its wait may end earlier now
+        return handle
+
+
 def cooperative_event_loop():
     """A new asyncio loop that waits through the hub and hides while it waits (see above)."""
-    return asyncio.SelectorEventLoop(_CooperativeSelector())
+    return _GreenEventLoop()
+
+
+class _GreenEventLoopPolicy(asyncio.DefaultEventLoopPolicy):
+    """asyncio's policy, for a process whose threads are shared by greenlets.
+
+    In a cell, ``asyncio.get_event_loop()`` is the kernel's loop (as in
+    ipykernel, whose cells run on its loop); every new loop (``asyncio.run()``,
+    ``asyncio.new_event_loop()``, IPython's script magics) waits through the
+    hub, so other greenlets run meanwhile, also without monkey-patching.
+    """
+
+    def get_event_loop(self):
+        cell = current_cell()
+        shell = getattr(cell.kernel, "shell", None) if cell is not None else None
+        if self._local._loop is None and shell is not None:
+            return shell.asyncio_loop()
+        return super().get_event_loop()
+
+    def new_event_loop(self):
+        return cooperative_event_loop()
+
+
+class ShellStartup(InteractiveShellApp, LoggingConfigurable):
+    """What ``ipython`` and ipykernel run in a new shell: IPython's own start-up steps.
+
+    Extensions (``InteractiveShellApp.extensions``), the profile's startup
+    files, ``PYTHONSTARTUP``, ``exec_lines`` and ``exec_files``, configured as
+    for IPython.
+    """
+
+    def __init__(self, shell, **kwargs):
+        super().__init__(shell=shell, **kwargs)
+        # What InteractiveShellApp expects of the application it is mixed into.
+        self.profile_dir = shell.profile_dir
+        self.ipython_dir = shell.ipython_dir
+        self.extra_args = []
+
+    def run(self):
+        self.init_extensions()
+        self.init_code()
 
 
 class GreenShell(InteractiveShell):
     """The IPython shell of one gkernel kernel."""
 
     kernel = Any(help="The gkernel Kernel this shell runs cells for.")
+    profile_name = Unicode("default", help="IPython profile (in IPYTHONDIR) whose history, "
+                                           "startup files and extensions the kernel uses.").tag(config=True)
+    profile_location = Unicode("", help="An IPython profile directory to use instead of "
+                                        "profile_name's.").tag(config=True)
     displayhook_class = Type(GreenDisplayHook)
     display_pub_class = Type(GreenDisplayPublisher)
     exiter = Instance(ZMQExitAutocall)
@@ -214,16 +307,28 @@ class GreenShell(InteractiveShell):
         return ZMQExitAutocall(self)
 
     def __init__(self, kernel, **kwargs):
+        install_process_hooks()
         super().__init__(kernel=kernel, **kwargs)
+        #: the kernel's asyncio loop (made on first use) and the greenlet running it between cells
         self._event_loop = None
+        self._loop_runner = None
         #: the error content of the current request's last traceback, if any
         self.last_error = None
+        #: whether that traceback came from formatting the cell's result (the cell then failed)
+        self.error_in_display = False
         #: whether the current request is silent: its errors are not published
         self.silent = False
         self.loop_runner = self._run_coroutine
         _live_shells.append(self)
 
     # -- construction: what differs from a terminal IPython -------------------------
+
+    def init_profile_dir(self, profile_dir):
+        if profile_dir is None and self.profile_location:
+            profile_dir = ProfileDir.find_profile_dir(self.profile_location)
+        elif profile_dir is None:
+            profile_dir = ProfileDir.create_profile_dir_by_name(self.ipython_dir, self.profile_name)
+        self.profile_dir = profile_dir
 
     def init_virtualenv(self):
         """No virtualenv detection: a kernel runs in the environment it is installed in."""
@@ -258,14 +363,8 @@ class GreenShell(InteractiveShell):
 
     def init_magics(self):
         super().init_magics()
-        from IPython.core.magics import configured_script_magics
-
         from .magics import GeventMagics
         self.register_magics(GeventMagics)
-        # IPython declares its script magics lazily; gkernel's variant replaces them (see GreenScriptMagics).
-        for name in ("script", *configured_script_magics(self.config)):
-            self.magics_manager.register_lazy(name, "gkernel.magics:GreenScriptMagics", "cell")
-        self.magics_manager.register_lazy("killbgscripts", "gkernel.magics:GreenScriptMagics", "line")
 
     def enable_gui(self, gui=None):
         """GUI event loops cannot share the hub's thread; only ``inline`` plotting is supported."""
@@ -301,12 +400,40 @@ class GreenShell(InteractiveShell):
 
     def run_cell(self, *args, **kwargs):
         self.last_error = None
+        self.error_in_display = False
         return super().run_cell(*args, **kwargs)
+
+    # ipykernel's API for output of threads: which request does the caller's output belong to?
+
+    def get_parent(self):
+        """The request the calling code's output goes to (its cell's, else the latest cell's)."""
+        return self.kernel.current_parent()
+
+    def set_thread_parent(self, parent):
+        """Send the calling thread's (or greenlet's) output to request *parent*; returns a token.
+
+        In gkernel a thread or greenlet already writes to the cell that
+        started it; this is for code that wants another cell.
+        """
+        return redirect_current(Cell(self.kernel, parent))
+
+    def reset_thread_parent(self, token):
+        """Undo :meth:`set_thread_parent`."""
+        restore_current(token)
+
+    def set_parent(self, parent):
+        """As :meth:`set_thread_parent`, without a token (ipykernel also makes *parent* the
+        default of code outside any cell; in gkernel that stays the latest cell)."""
+        self.set_thread_parent(parent)
 
     def _showtraceback(self, etype, evalue, stb):
         if issubclass(etype, gevent.GreenletExit):
             return  # the kernel is ending this cell; see Kernel.execute_request
+        if issubclass(etype, asyncio.CancelledError) and self._in_interrupted_task():
+            return
         self.last_error = {"ename": etype.__name__, "evalue": str(evalue), "traceback": stb}
+        if self.displayhook.is_active:
+            self.error_in_display = True  # IPython's formatter caught it; the cell still failed
         if self.silent:
             return
         kernel = self.kernel
@@ -317,6 +444,11 @@ class GreenShell(InteractiveShell):
         etype, value, tb = super()._get_exc_info(exc_tuple)
         return etype, value, trim_internal_frames(tb)
 
+    def _in_interrupted_task(self):
+        loop = self._event_loop
+        task = asyncio.current_task(loop) if loop is not None and loop.is_running() else None
+        return getattr(task, "gkernel_interrupted", False)
+
     def format_exception(self, exc):
         """Text of *exc*'s traceback as IPython shows it, without gevent's or gkernel's frames."""
         tb = trim_internal_frames(exc.__traceback__, head=True)
@@ -324,11 +456,42 @@ class GreenShell(InteractiveShell):
 
     # -- waiting cooperatively ------------------------------------------------------
 
-    def _run_coroutine(self, coro):
-        """The loop runner of top-level ``await``: this kernel's asyncio loop, waiting through the hub."""
-        if self._event_loop is None or self._event_loop.is_closed():
+    def asyncio_loop(self):
+        """This kernel's asyncio loop, running between cells (made and started on first use)."""
+        if self._event_loop is None:
             self._event_loop = cooperative_event_loop()
-        return self._event_loop.run_until_complete(coro)
+            self._start_loop_runner()
+        return self._event_loop
+
+    def _start_loop_runner(self):
+        runner = gevent.Greenlet(self._event_loop.run_forever)
+        runner.spawn_tree_locals = {}  # no cell's: each task carries its own (gkernel.cells.CELL_VAR)
+        runner.start()
+        self._loop_runner = runner
+
+    def _stop_loop_runner(self):
+        self._event_loop.call_soon_threadsafe(self._event_loop.stop)
+        self._loop_runner.join()
+        self._loop_runner = None
+
+    def _run_coroutine(self, coro):
+        """The runner of top-level ``await``: the cell's greenlet runs the kernel's loop until *coro* is done.
+
+        Tasks that earlier cells created run meanwhile, as between cells. An
+        interrupt cancels the cell's task (and stops its traceback, which
+        the interrupt already reported).
+        """
+        loop = self.asyncio_loop()
+        self._stop_loop_runner()
+        task = loop.create_task(coro)
+        try:
+            return loop.run_until_complete(task)
+        except BaseException:
+            task.gkernel_interrupted = True
+            task.cancel()
+            raise
+        finally:
+            self._start_loop_runner()
 
     def system_piped(self, cmd):
         """``!cmd``: its output streams to the cell as it comes; the exit code goes to ``_exit_code``."""
@@ -372,14 +535,17 @@ class GreenShell(InteractiveShell):
         self.user_ns_hidden.clear()
         self.displayhook._ = self.displayhook.__ = self.displayhook.___ = None
         self.clear_main_mod_cache()
-        script_magics = self.magics_manager.registry.get("GreenScriptMagics")
-        if script_magics is not None:
-            script_magics.close()
+        script_magics = self.magics_manager.registry.get("ScriptMagics")
+        if script_magics is not None:  # loaded by a %%script cell; IPython keeps it for atexit
+            atexit.unregister(script_magics.kill_bg_processes)
+            script_magics.kill_bg_processes()
+            script_magics.stop_event_loop()
         for path in self.tempfiles:
             path.unlink(missing_ok=True)
         for path in self.tempdirs:
             shutil.rmtree(path, ignore_errors=True)
-        if self._event_loop is not None and not self._event_loop.is_closed():
+        if self._event_loop is not None:
+            self._stop_loop_runner()
             self._event_loop.close()
 
 
@@ -448,11 +614,18 @@ _saved = {}
 
 
 def install_process_hooks():
-    """Route IPython's process-wide singleton, ``sys.displayhook`` and ``get_ipython`` per cell."""
+    """Route IPython's process-wide singleton, ``sys.displayhook`` and ``get_ipython`` per cell.
+
+    The first shell of a process installs them (importing IPython waits
+    until then: see :meth:`gkernel.kernel.Kernel.start`), and with them
+    IPython's interruptible debugger; idempotent.
+    """
     if _saved:
         return
     _saved.update(instance=InteractiveShell.__dict__.get("_instance"), displayhook=sys.displayhook,
-                  get_ipython=builtins.__dict__.get("get_ipython"))
+                  get_ipython=builtins.__dict__.get("get_ipython"), policy=asyncio.get_event_loop_policy())
+    _interruptible_pdb()
+    asyncio.set_event_loop_policy(_GreenEventLoopPolicy())
     InteractiveShell._instance = _CurrentShell()
     original = sys.displayhook
 
@@ -464,6 +637,18 @@ def install_process_hooks():
     builtins.get_ipython = lambda: current_shell()
 
 
+def _interruptible_pdb():
+    """``pdb.set_trace()`` in a cell gets IPython's debugger, which quits on an interrupt
+    (as in ipykernel): the standard one catches KeyboardInterrupt and asks for input again."""
+    import pdb
+
+    from IPython.core import debugger
+
+    debugger.Pdb = debugger.InterruptiblePdb
+    pdb.Pdb = debugger.InterruptiblePdb
+    pdb.set_trace = debugger.set_trace
+
+
 def uninstall_process_hooks():
     if not _saved:
         return
@@ -472,6 +657,7 @@ def uninstall_process_hooks():
     else:
         InteractiveShell._instance = _saved["instance"]
     sys.displayhook = _saved["displayhook"]
+    asyncio.set_event_loop_policy(_saved["policy"])
     if _saved["get_ipython"] is None:
         builtins.__dict__.pop("get_ipython", None)
     else:

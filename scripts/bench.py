@@ -24,7 +24,8 @@ def percentile(values, q):
 
 
 def start(kernel_name, extra_arguments=()):
-    """Start a kernel; return (manager, client, seconds until the first kernel_info_reply)."""
+    """Start a kernel; return (manager, client, seconds until the first kernel_info_reply,
+    seconds until the first execute_reply: the kernel can run cells)."""
     t0 = time.perf_counter()
     km = KernelManager(kernel_name=kernel_name)
     km.start_kernel(extra_arguments=list(extra_arguments))
@@ -39,8 +40,10 @@ def start(kernel_name, extra_arguments=()):
             if not km.is_alive():
                 raise RuntimeError(f"{kernel_name} died while starting")
     elapsed = time.perf_counter() - t0
+    wait_reply(kc, kc.execute("pass"))
+    ready = time.perf_counter() - t0
     drain(kc)
-    return km, kc, elapsed
+    return km, kc, elapsed, ready
 
 
 def drain(kc):
@@ -272,6 +275,8 @@ def serve_figures(result, max_kernels):
                 pinger = ShellPinger(context, kernel["connection"])
                 pinger.request("kernel_info_request")
                 result["serve_create"].append(time.perf_counter() - t0)
+                pinger.request("execute_request", {"code": "pass", "silent": False})
+                result["serve_create_ready"].append(time.perf_counter() - t0)
                 pingers.append(pinger)
             time.sleep(0.5)
             result[f"serve_rss_{target}"].append((rss_of(proc.pid) - base) / target)
@@ -321,30 +326,31 @@ def main():
     print(f"starting each kernel {args.starts} times...", file=sys.stderr)
     for _ in range(args.starts):
         for name, spec in KERNELS.items():
-            km, kc, elapsed = start(spec, extra[name])
+            km, kc, elapsed, ready = start(spec, extra[name])
             results[name]["start"].append(elapsed)
+            results[name]["start_ready"].append(ready)
             results[name]["rss"].append(rss_mb(km))
             stop(km, kc)
 
     clients = {name: start(spec, extra[name]) for name, spec in KERNELS.items()}
     print(f"{args.rounds} rounds of 50 executes and 50 kernel_info requests per kernel...", file=sys.stderr)
-    for name, (km, kc, _) in clients.items():  # warm up
+    for name, (km, kc, _, _) in clients.items():  # warm up
         for _ in range(20):
             execute_round_trip(kc)
             kernel_info_round_trip(kc)
     for _ in range(args.rounds):
-        for name, (km, kc, _) in clients.items():
+        for name, (km, kc, _, _) in clients.items():
             results[name]["execute"] += [execute_round_trip(kc) for _ in range(50)]
             results[name]["kernel_info"] += [kernel_info_round_trip(kc) for _ in range(50)]
     print(f"{args.output_rounds} rounds of output throughput runs per kernel...", file=sys.stderr)
     for _ in range(args.output_rounds):
-        for name, (km, kc, _) in clients.items():
+        for name, (km, kc, _, _) in clients.items():
             output_throughput(kc, results[name])
     print(f"{args.load_rounds} rounds of heartbeat, control and interrupt runs per kernel...", file=sys.stderr)
     for _ in range(args.load_rounds):
-        for name, (km, kc, _) in clients.items():
+        for name, (km, kc, _, _) in clients.items():
             under_load(km, kc, results[name])
-    for km, kc, _ in clients.values():
+    for km, kc, _, _ in clients.values():
         stop(km, kc)
     if args.serve_kernels:
         print(f"a gkernel serve host with {args.serve_kernels} kernels...", file=sys.stderr)
@@ -357,6 +363,7 @@ def main():
     print(f"\ngkernel vs ipykernel (Python {sys.version.split()[0]}{options}); ratio = gkernel / ipykernel\n")
     table("Latency and memory (lower is better)", results, [
         ("start to first kernel_info_reply", "start", 1000, "ms"),
+        ("start to first execute_reply (cells can run)", "start_ready", 1000, "ms"),
         ("execute 'pass' round trip (reply + idle)", "execute", 1000, "ms"),
         ("kernel_info round trip", "kernel_info", 1000, "ms"),
         ("RSS after start", "rss", 1, "MB"),
@@ -387,12 +394,16 @@ def main():
 def serve_table(results, n):
     g, i = results["gkernel"], results["ipykernel"]
     process_start, process_rss = statistics.median(i["start"]) * 1000, statistics.median(i["rss"])
+    process_ready = statistics.median(i["start_ready"]) * 1000
     create = statistics.median(g["serve_create"]) * 1000
+    create_ready = statistics.median(g["serve_create_ready"]) * 1000
     print("Many kernels: one gkernel serve host vs one ipykernel process per kernel\n")
     print("| measure | gkernel serve | ipykernel | ratio |")
     print("| --- | ---: | ---: | ---: |")
     print(f"| new kernel until its first kernel_info_reply (median) | {create:.1f} ms | {process_start:.1f} ms "
           f"| {create / process_start:.3f}x |")
+    print(f"| new kernel until its first execute_reply (median) | {create_ready:.1f} ms | {process_ready:.1f} ms "
+          f"| {create_ready / process_ready:.3f}x |")
     for target in serve_sizes(n):
         per = statistics.median(g[f"serve_rss_{target}"])
         print(f"| RSS per extra kernel, {target} kernels | {per:.2f} MB | {process_rss:.1f} MB | "

@@ -193,3 +193,11 @@ class Host:
             self.proc.wait(timeout=20)
         self.api.close()
         self.log.close()
+
+
+@pytest.fixture
+def host(tmp_path):
+    """A ``gkernel serve`` host for one test."""
+    host = Host(tmp_path)
+    yield host
+    host.close()

@@ -14,13 +14,6 @@ from conftest import GKERNEL, Host, collect_iopub, execute, get_reply, outputs, 
 pytestmark = pytest.mark.timeout(90)
 
 
-@pytest.fixture
-def host(tmp_path):
-    host = Host(tmp_path)
-    yield host
-    host.close()
-
-
 def test_host_file_is_private_and_the_api_lists_kernels(host):
     assert stat.S_IMODE(os.stat(host.host_file).st_mode) == 0o600
     with open(host.host_file) as f:

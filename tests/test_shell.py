@@ -160,6 +160,19 @@ def test_display_formatter(both):
     assert msgs[1]["content"]["transient"] == msgs[2]["content"]["transient"]
 
 
+def test_failing_repr_fails_the_cell(both):
+    reply, msgs = execute(both, "class Bad:\n    def __repr__(self): raise ValueError('no repr')\nBad()")
+    assert reply["content"]["status"] == "error"  # ipykernel names it NoneType, gkernel ValueError
+    assert outputs(msgs, "error")[0]["evalue"] == "no repr"
+
+
+def test_execute_request_on_control(both):
+    msg = both.session.msg("execute_request", {"code": "on_control = 'ran'"})
+    both.control_channel.send(msg)
+    assert get_reply(both, msg["header"]["msg_id"], channel="control")["content"]["status"] == "ok"
+    assert result_of(both, "on_control") == "'ran'"
+
+
 def test_traceback_starts_at_the_cell(both):
     kc = both
     ok(kc, "def inner():\n    raise ValueError('bad value')")
@@ -279,8 +292,25 @@ def test_asyncio_run_in_cells(gk):
     ok(gk, "import asyncio\nawait asyncio.sleep(0)")
     assert result_of(gk, "async def main():\n    await asyncio.sleep(0.01)\n    return 'ran'\n"
                          "asyncio.run(main())") == "'ran'"
-    ok(gk, "%%bash\ntrue")  # IPython runs script magics on an asyncio loop of their own
+    ok(gk, "%%bash\ntrue")  # IPython runs script magics on an asyncio loop in a thread (here a greenlet)
     assert result_of(gk, "asyncio.run(main())") == "'ran'"
+
+
+def test_asyncio_tasks_run_between_cells(gk):
+    """Like greenlets, tasks a cell created go on while the kernel is idle, writing to that cell."""
+    creator = gk.execute("import asyncio\nasync def tick():\n    for i in range(3):\n"
+                         "        print('tick', i)\n        await asyncio.sleep(0.2)\n    return 'ticked'\n"
+                         "task = asyncio.get_event_loop().create_task(tick())")
+    texts = []
+    deadline = time.monotonic() + 10
+    while len(texts) < 3 and time.monotonic() < deadline:
+        msg = gk.get_iopub_msg(timeout=5)
+        if msg["msg_type"] == "stream":
+            assert msg["parent_header"]["msg_id"] == creator
+            texts.append(msg["content"]["text"])
+    assert "".join(texts) == "tick 0\ntick 1\ntick 2\n"
+    assert result_of(gk, "await task") == "'ticked'"
+    assert result_of(gk, "await asyncio.sleep(0)\nasyncio.get_event_loop() is asyncio.get_running_loop()") == "True"
 
 
 def test_interrupt_traceback_shows_user_frames(kernel):
@@ -322,15 +352,6 @@ def test_greenlets_magic(gk):
 # -- two kernels of one serve host ----------------------------------------------------------
 
 
-@pytest.fixture
-def host(tmp_path):
-    from conftest import Host
-
-    host = Host(tmp_path)
-    yield host
-    host.close()
-
-
 def test_each_hosted_kernel_has_its_own_shell(host):
     _, kc_a = host.kernel()
     _, kc_b = host.kernel()
@@ -338,7 +359,8 @@ def test_each_hosted_kernel_has_its_own_shell(host):
     ok(kc_b, "ip = get_ipython()")
     assert result_of(kc_a, "ip is get_ipython() and ip.InteractiveTB.mode") == "'Minimal'"
     assert result_of(kc_b, "ip.InteractiveTB.mode") != "'Minimal'"
-    assert result_of(kc_b, "'autoreload' in ip.extension_manager.loaded") == "False"
+    loaded = "'IPython.extensions.autoreload' in ip.extension_manager.loaded"
+    assert (result_of(kc_a, loaded), result_of(kc_b, loaded)) == ("True", "False")
     # Cells of both interleave on the hub: each one's get_ipython(), displayhook and
     # display() resolve to its own kernel, before and after the other ran.
     slow = kc_a.execute("import gevent, IPython\nmine = get_ipython()\ngevent.sleep(0.5)\n"
@@ -353,4 +375,22 @@ def test_each_hosted_kernel_has_its_own_shell(host):
     assert outputs(msgs_b, "execute_result")[0]["data"]["text/plain"] == "(True, 'result of b')"
     n_a = get_reply(kc_a, kc_a.execute("1"))["content"]["execution_count"]
     n_b = get_reply(kc_b, kc_b.execute("1"))["content"]["execution_count"]
-    assert (n_a, n_b) == (4, 5)
+    assert (n_a, n_b) == (5, 5)
+
+
+def test_profile_startup_files_and_extensions(tmp_path):
+    """IPython's start-up, as under ipython and ipykernel: the profile's startup files and extensions."""
+    from conftest import start_kernel
+
+    profile = tmp_path / "profile_gk"
+    (profile / "startup").mkdir(parents=True)
+    (profile / "startup" / "00-first.py").write_text("from_startup = 'py'\n")
+    (profile / "startup" / "01-second.ipy").write_text("%load_ext autoreload\nfrom_ipy = !echo ipy\n")
+    km, kc = start_kernel("--profile-dir", str(profile), "--InteractiveShellApp.exec_lines=from_exec_lines = 3")
+    try:
+        assert result_of(kc, "from_startup, from_ipy[0], from_exec_lines") == "('py', 'ipy', 3)"
+        assert result_of(kc, "'IPython.extensions.autoreload' in get_ipython().extension_manager.loaded") == "True"
+        assert result_of(kc, "get_ipython().profile_dir.location") == repr(str(profile))
+        assert result_of(kc, "%who_ls") == "[]"  # what start-up defined is hidden, as in IPython
+    finally:
+        stop_kernel(km, kc)

@@ -1,0 +1,93 @@
+"""ipykernel's own wire-level tests, unchanged, run against gkernel.
+
+ipykernel's ``tests/test_message_spec.py`` and ``tests/test_kernel.py`` start
+their kernels through jupyter_client's default kernelspec, ``python3``. This
+module downloads the source distribution of the ipykernel installed here from
+PyPI (checked against the sha256 PyPI lists; cached in the venv), and runs those
+two files in a pytest subprocess whose ``JUPYTER_PATH`` puts first a kernelspec
+named ``python3`` that starts gkernel. Nothing in ipykernel's files is changed.
+
+The tests left out, and why, are in ``LEFT_OUT``.
+"""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import urllib.parse
+import urllib.request
+from importlib.metadata import version
+
+import pytest
+
+from conftest import GKERNEL
+
+pytestmark = pytest.mark.timeout(900)
+
+LEFT_OUT = {
+    "tests/test_kernel.py::test_help_output":
+        "runs `python -m IPython kernel --help-all` in the test's own Python; no kernel is started",
+    "tests/test_kernel.py::test_print_to_correct_cell_from_thread[thread-local]":
+        "expects a thread's output to go to the running cell after reset_thread_parent; in gkernel "
+        "a thread writes to the cell that started it (README: where output goes)",
+    "tests/test_kernel.py::test_print_to_correct_cell_from_thread[none]":
+        "expects a thread's output to go to whichever cell is running; same design difference",
+    "tests/test_kernel.py::test_parent_header_and_ident":
+        "reads ipykernel's private Kernel._parent_ident",
+    "tests/test_kernel.py::test_simple_print":
+        "calls ipykernel's private OutStream._is_master_process on sys.stdout",
+    "tests/test_kernel.py::test_subprocess_print": "same private method",
+    "tests/test_kernel.py::test_subprocess_noprint": "same private method",
+    "tests/test_kernel.py::test_subprocess_error": "same private method",
+    "tests/test_message_spec.py::test_kernel_info_request":
+        "requires implementation_version >= 2.1 (IPython's numbering) and kernel subshells (issue 13)",
+    "tests/test_kernel.py::test_subshell": "kernel subshells are issue 13",
+    "tests/test_message_spec.py::test_subshell": "kernel subshells are issue 13",
+    "tests/test_kernel.py::test_async_cell_waiting_for_comm_reply": "comms are issue 12",
+}
+
+
+def _ipykernel_tests(cache):
+    """The ``tests`` folder of the installed ipykernel's sdist, extracted under *cache*."""
+    release = version("ipykernel")
+    target = os.path.join(cache, f"ipykernel-{release}")
+    if os.path.isdir(os.path.join(target, "tests")):
+        return target
+    index = "https://pypi.org/pypi/ipykernel/json"
+    with urllib.request.urlopen(index, timeout=60) as response:
+        sdist = next(u for u in json.load(response)["releases"][release] if u["packagetype"] == "sdist")
+    with urllib.request.urlopen(urllib.parse.urljoin(index, sdist["url"]), timeout=120) as response:
+        data = response.read()
+    assert hashlib.sha256(data).hexdigest() == sdist["digests"]["sha256"], "sdist does not match PyPI's digest"
+    archive = os.path.join(cache, f"ipykernel-{release}.tar.gz")
+    os.makedirs(cache, exist_ok=True)
+    with open(archive, "wb") as f:
+        f.write(data)
+    with tarfile.open(archive) as tar:
+        members = [m for m in tar.getmembers()
+                   if m.name.startswith(f"ipykernel-{release}/tests/") or m.name == f"ipykernel-{release}/pyproject.toml"]
+        tar.extractall(cache, members=members, filter="data")
+    return target
+
+
+def test_ipykernel_wire_tests_pass_against_gkernel(tmp_path):
+    source = _ipykernel_tests(os.path.join(sys.prefix, "cache"))
+    prefix = tmp_path / "prefix"
+    subprocess.run([GKERNEL, "install", "--prefix", str(prefix), "--name", "python3"],
+                   check=True, capture_output=True)
+    env = dict(os.environ, JUPYTER_PATH=str(prefix / "share" / "jupyter"))
+    for var, sub in (("JUPYTER_DATA_DIR", "data"), ("JUPYTER_RUNTIME_DIR", "runtime"),
+                     ("JUPYTER_CONFIG_DIR", "config"), ("IPYTHONDIR", "ipython")):
+        env[var] = str(tmp_path / sub)
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "timeout", "--timeout", "60",
+               "--color=no",
+               "-o", "asyncio_default_fixture_loop_scope=function", "-q",
+               "tests/test_message_spec.py", "tests/test_kernel.py",
+               *(arg for test in LEFT_OUT for arg in ("--deselect", test))]
+    run = subprocess.run(command, cwd=source, env=env, capture_output=True, text=True, timeout=840)
+    summary = run.stdout.strip().splitlines()[-1] if run.stdout.strip() else ""
+    print(run.stdout[-3000:], run.stderr[-2000:])
+    assert run.returncode == 0, f"ipykernel's tests failed against gkernel: {summary}\n{run.stdout[-6000:]}"
+    assert " passed" in summary and "failed" not in summary
