@@ -54,6 +54,11 @@ class PipePublisher:
         self.send(msg, topic)
         return msg
 
+    def send_frames(self, frames):
+        """A message user code serialized itself (``kernel.iopub_socket``): relayed as a dict."""
+        idents, msg_list = self.session.feed_identities(frames)
+        self.send(self.session.deserialize(msg_list), idents[0].decode() if idents else None)
+
     def flush(self, timeout=None):
         return True
 

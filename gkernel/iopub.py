@@ -38,7 +38,7 @@ from gevent.event import Event
 
 from ._threads import hub_thread_check
 
-__all__ = ["IOPubPublisher"]
+__all__ = ["IOPubPublisher", "QueueSocket"]
 
 _STOP = object()
 
@@ -73,7 +73,10 @@ class IOPubPublisher:
 
     def send(self, msg, topic=None):
         """Queue a message dict for IOPub (waits only while the queue is full)."""
-        frames = self.session.serialize(msg, ident=(topic or msg["msg_type"]).encode())
+        self.send_frames(self.session.serialize(msg, ident=(topic or msg["msg_type"]).encode()))
+
+    def send_frames(self, frames):
+        """Queue a message already serialized and signed (see :class:`QueueSocket`)."""
         if self._in_hub_thread():
             self._enqueue(frames)
         else:
@@ -145,3 +148,22 @@ class IOPubPublisher:
             self._wakeup.set()
             sender.join(timeout)
             self._room.set()  # release anyone still waiting for room
+
+
+class QueueSocket:
+    """``kernel.iopub_socket`` for user code: the publisher's queue, dressed as a socket.
+
+    Code written for ipykernel sends messages of its own with
+    ``kernel.session.send(kernel.iopub_socket, ...)``. The IOPub socket has
+    one sender, the publisher greenlet; this object takes the frames
+    ``Session.send`` makes and queues them behind what the kernel published
+    so far, after flushing buffered output, so order is kept.
+    """
+
+    def __init__(self, publisher, flush_output):
+        self._publisher = publisher
+        self._flush_output = flush_output
+
+    def send_multipart(self, frames, flags=0, copy=True, track=False, **kwargs):
+        self._flush_output()
+        self._publisher.send_frames([bytes(frame) for frame in frames])

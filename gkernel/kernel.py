@@ -38,7 +38,7 @@ from ._threads import hub_thread_check
 from .cells import CELL_VAR, Cell, cell_greenlets, current_cell, spawn_in_cell
 from .dispatcher import CONTROL, SHELL, Dispatcher, settle
 from .heartbeat import Heartbeat
-from .iopub import IOPubPublisher
+from .iopub import IOPubPublisher, QueueSocket
 from .messages import InvalidRequest, field, parse_content
 from .outstream import KernelOutput
 from .stdin import StdinChannel, install_patches, remove_patches
@@ -98,6 +98,8 @@ class Kernel(LoggingConfigurable):
         self.transport = transport
         self.publisher = IOPubPublisher(session, transport.iopub, self.log)
         self.output = KernelOutput(self.publisher, self.stream_flush_interval)
+        #: for code written for ipykernel: ``kernel.session.send(kernel.iopub_socket, ...)``
+        self.iopub_socket = QueueSocket(self.publisher, self.flush_output)
         #: fd-level captures (:mod:`gkernel.fdcapture`) the host attached; read before each flush
         self.captures = []
         self.stdin = StdinChannel(session, transport.stdin, self.log)
@@ -218,6 +220,7 @@ class Kernel(LoggingConfigurable):
         self.captures = []
         self.publisher = publisher
         self.output.rebind(publisher)
+        self.iopub_socket = QueueSocket(publisher, self.flush_output)
 
     def interrupt(self):
         """Raise KeyboardInterrupt in the running shell request, if any."""

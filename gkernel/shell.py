@@ -409,6 +409,11 @@ class GreenShell(InteractiveShell):
         """The request the calling code's output goes to (its cell's, else the latest cell's)."""
         return self.kernel.current_parent()
 
+    @property
+    def parent_header(self):
+        """The header of :meth:`get_parent` (what ipykernel's shell calls its parent header)."""
+        return (self.kernel.current_parent() or {}).get("header", {})
+
     def set_thread_parent(self, parent):
         """Send the calling thread's (or greenlet's) output to request *parent*; returns a token.
 

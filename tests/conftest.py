@@ -6,6 +6,8 @@ prefix that JUPYTER_PATH points at, so the tests also exercise installation
 and never touch the user's own Jupyter directories.
 """
 
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -13,7 +15,11 @@ import signal
 import subprocess
 import sys
 import tempfile
+import tarfile
 import time
+import urllib.parse
+import urllib.request
+from importlib.metadata import PackageNotFoundError, version
 
 import pytest
 
@@ -201,3 +207,36 @@ def host(tmp_path):
     host = Host(tmp_path)
     yield host
     host.close()
+
+
+def sdist(package, parts, release=None):
+    """Files of *package*'s source distribution from PyPI: the folder it unpacks to.
+
+    *parts* are the paths (folders end with ``/``) to extract; *release*
+    defaults to the installed version. The archive is checked against the
+    sha256 PyPI lists and cached in the venv, so tests can run other
+    projects' own test files and notebooks without copying them here.
+    """
+    if release is None:
+        try:
+            release = version(package)
+        except PackageNotFoundError:
+            raise AssertionError(f"{package} is not installed (a test dependency)") from None
+    cache = os.path.join(sys.prefix, "cache")
+    root = os.path.join(cache, f"{package}-{release}")
+    if os.path.isdir(root):
+        return root
+    index = f"https://pypi.org/pypi/{package}/json"
+    with urllib.request.urlopen(index, timeout=60) as response:
+        entry = next(u for u in json.load(response)["releases"][release] if u["packagetype"] == "sdist")
+    with urllib.request.urlopen(urllib.parse.urljoin(index, entry["url"]), timeout=120) as response:
+        data = response.read()
+    assert hashlib.sha256(data).hexdigest() == entry["digests"]["sha256"], f"{package} sdist does not match PyPI"
+    os.makedirs(cache, exist_ok=True)
+    archive = os.path.join(cache, entry["filename"])
+    with open(archive, "wb") as f:
+        f.write(data)
+    prefixes = tuple(f"{os.path.basename(root)}/{part}" for part in parts)
+    with tarfile.open(archive) as tar:
+        tar.extractall(cache, members=[m for m in tar.getmembers() if m.name.startswith(prefixes)], filter="data")
+    return root

@@ -2,27 +2,21 @@
 
 ipykernel's ``tests/test_message_spec.py`` and ``tests/test_kernel.py`` start
 their kernels through jupyter_client's default kernelspec, ``python3``. This
-module downloads the source distribution of the ipykernel installed here from
-PyPI (checked against the sha256 PyPI lists; cached in the venv), and runs those
-two files in a pytest subprocess whose ``JUPYTER_PATH`` puts first a kernelspec
-named ``python3`` that starts gkernel. Nothing in ipykernel's files is changed.
+module takes them from the source distribution of the ipykernel installed
+here (:func:`conftest.sdist`) and runs those two files in a pytest subprocess
+whose ``JUPYTER_PATH`` puts first a kernelspec named ``python3`` that starts
+gkernel. Nothing in ipykernel's files is changed.
 
 The tests left out, and why, are in ``LEFT_OUT``.
 """
 
-import hashlib
-import json
 import os
 import subprocess
 import sys
-import tarfile
-import urllib.parse
-import urllib.request
-from importlib.metadata import version
 
 import pytest
 
-from conftest import GKERNEL
+from conftest import GKERNEL, sdist
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -49,31 +43,8 @@ LEFT_OUT = {
 }
 
 
-def _ipykernel_tests(cache):
-    """The ``tests`` folder of the installed ipykernel's sdist, extracted under *cache*."""
-    release = version("ipykernel")
-    target = os.path.join(cache, f"ipykernel-{release}")
-    if os.path.isdir(os.path.join(target, "tests")):
-        return target
-    index = "https://pypi.org/pypi/ipykernel/json"
-    with urllib.request.urlopen(index, timeout=60) as response:
-        sdist = next(u for u in json.load(response)["releases"][release] if u["packagetype"] == "sdist")
-    with urllib.request.urlopen(urllib.parse.urljoin(index, sdist["url"]), timeout=120) as response:
-        data = response.read()
-    assert hashlib.sha256(data).hexdigest() == sdist["digests"]["sha256"], "sdist does not match PyPI's digest"
-    archive = os.path.join(cache, f"ipykernel-{release}.tar.gz")
-    os.makedirs(cache, exist_ok=True)
-    with open(archive, "wb") as f:
-        f.write(data)
-    with tarfile.open(archive) as tar:
-        members = [m for m in tar.getmembers()
-                   if m.name.startswith(f"ipykernel-{release}/tests/") or m.name == f"ipykernel-{release}/pyproject.toml"]
-        tar.extractall(cache, members=members, filter="data")
-    return target
-
-
 def test_ipykernel_wire_tests_pass_against_gkernel(tmp_path):
-    source = _ipykernel_tests(os.path.join(sys.prefix, "cache"))
+    source = sdist("ipykernel", ["tests/", "pyproject.toml"])
     prefix = tmp_path / "prefix"
     subprocess.run([GKERNEL, "install", "--prefix", str(prefix), "--name", "python3"],
                    check=True, capture_output=True)
