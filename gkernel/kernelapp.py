@@ -234,13 +234,29 @@ class GKernelApp(ShellConfigHelp, Application):
 
 
 def load_jupyter_config(app):
-    """Load ``app.config_file_name`` from Jupyter's config path; the command line keeps priority.
+    """Load the configuration: the command line keeps priority over ``app.config_file_name`` on
+    Jupyter's config path, which keeps it over the IPython profile's ``ipython_config.py`` and
+    ``ipython_kernel_config.py`` (read as ipykernel reads them: shell options, exec_lines, ...).
 
     Also creates the app's log handler, on the real stderr, before cells' streams replace it.
     """
+    for name in ("ipython_config", "ipython_kernel_config"):
+        app.load_config_file(name, path=ipython_profile_dir(app.config))
     for path in reversed(jupyter_config_path()):
         app.load_config_file(app.config_file_name, path=path)
     app.log
+
+
+def ipython_profile_dir(config):
+    """The IPython profile directory the kernels' shells will use (see GreenShell's profile options).
+
+    Worked out without importing IPython, which must wait until after monkey-patching.
+    """
+    options = config.get("GreenShell", {})
+    if options.get("profile_location"):
+        return os.path.expanduser(str(options["profile_location"]))
+    ipython_dir = os.environ.get("IPYTHONDIR") or os.path.join(os.path.expanduser("~"), ".ipython")
+    return os.path.join(ipython_dir, f"profile_{options.get('profile_name', 'default')}")
 
 
 def patch_all_once():

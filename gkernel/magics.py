@@ -1,20 +1,27 @@
-"""Magics for gevent users: ``%greenlets`` lists and kills what this kernel's cells spawned.
+"""gkernel's magics: ``%greenlets`` for gevent users, and the magics of a kernel.
 
-A greenlet started in a cell outlives the cell (that is the point of the
+``%greenlets`` lists and kills what this kernel's cells spawned. A greenlet started in a cell outlives the cell (that is the point of the
 hub running between cells), so a notebook gathers servers, tickers and
 crawlers nobody can see any more. ``%greenlets`` shows those of the calling
 kernel that still live; other kernels of the process are never listed.
+
+:class:`KernelMagics` has what a kernel's front end needs instead of a
+terminal's pager and editor (``%connect_info``, ``%clear``, ``%less``,
+``%more``, ``%man``, ``%edit``), as in ipykernel.
 """
 
+import json
+import os
 import time
 
 import gevent
+from IPython.core import page
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 
 from .cells import cell_greenlets
 
-__all__ = ["GeventMagics"]
+__all__ = ["GeventMagics", "KernelMagics"]
 
 
 @magics_class
@@ -87,3 +94,52 @@ def _function_name(glet):
 def _state(glet):
     return "waiting" if glet.started else "not started"
 
+
+
+@magics_class
+class KernelMagics(Magics):
+    """The magics a kernel adds to IPython's because its front end is not a terminal.
+
+    The names and behaviour are those users know from ipykernel: a pager is
+    a ``page`` payload the front end shows, an editor is an ``edit_magic``
+    payload, and ``%clear`` clears the cell's output. ``%qtconsole`` and
+    ``%autosave`` (for the classic notebook) have no use here.
+    """
+
+    @line_magic
+    def connect_info(self, line):
+        """Print the kernel's connection info: saved to a file, it lets another client attach."""
+        print(json.dumps(self.shell.kernel.transport.info, indent=1, sort_keys=True))
+        print("\nSave the above JSON to a file, then attach another client, e.g.:\n"
+              "    $> jupyter console --existing FILE")
+
+    @line_magic
+    def clear(self, line):
+        """Clear this cell's output so far (ipykernel's clears a terminal front end's screen)."""
+        from IPython.display import clear_output
+        clear_output()
+
+    @line_magic
+    def less(self, line):
+        """Show a file in the pager: ``%less FILE`` (``%more`` too)."""
+        if not line.strip():
+            raise UsageError("usage: %less FILE")
+        with open(os.path.expanduser(line.strip()), encoding="utf-8", errors="replace") as f:
+            page.page(f.read())
+
+    more = line_magic("more")(less)
+
+    @line_magic
+    def man(self, line):
+        """Show a man page in the pager: ``%man TOPIC``."""
+        out = self.shell.getoutput(f"man {line} | col -b", split=False)
+        page.page(str(out))
+
+    @line_magic
+    def edit(self, line):
+        """Ask the front end to open a file for editing: ``%edit FILE``."""
+        if not line.strip():
+            raise UsageError("usage: %edit FILE (an editor opens in the front end, if it has one)")
+        filename = os.path.abspath(os.path.expanduser(line.strip()))
+        self.shell.payload_manager.write_payload(
+            {"source": "edit_magic", "filename": filename, "line_number": 0})

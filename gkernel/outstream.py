@@ -203,6 +203,8 @@ class StreamRouter(io.TextIOBase):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
         if self.closed:
             raise ValueError("I/O operation on closed file.")
+        if not text:
+            return 0  # nothing to publish: no empty stream message
         if self._echo:
             self.original.write(text)
         kernel, parent = self._target()

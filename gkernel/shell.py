@@ -210,7 +210,8 @@ class _CooperativeSelector(GeventSelector):
         loop = asyncio.events._get_running_loop()
         asyncio.events._set_running_loop(self._outer)
         try:
-            return super().select(timeout)
+            # In descriptor order, as select() reports them: a script's stdout before its stderr.
+            return sorted(super().select(timeout), key=lambda ready: ready[0].fd)
         finally:
             self._outer = asyncio.events._get_running_loop()
             asyncio.events._set_running_loop(loop)
@@ -363,12 +364,15 @@ class GreenShell(InteractiveShell):
 
     def init_magics(self):
         super().init_magics()
-        from .magics import GeventMagics
-        self.register_magics(GeventMagics)
+        from .magics import GeventMagics, KernelMagics
+        self.register_magics(GeventMagics, KernelMagics)
+
+    #: matplotlib backends that draw in the notebook itself and need no GUI event loop
+    NOTEBOOK_BACKENDS = (None, "inline", "nbagg", "notebook", "webagg", "ipympl", "widget")
 
     def enable_gui(self, gui=None):
-        """GUI event loops cannot share the hub's thread; only ``inline`` plotting is supported."""
-        if gui not in (None, "inline"):
+        """No GUI event loop (Qt, Tk, ...) can share the hub's thread; notebook backends need none."""
+        if gui not in self.NOTEBOOK_BACKENDS:
             from IPython.core.error import UsageError
             raise UsageError(f"gkernel runs no GUI event loop ({gui!r}); use %matplotlib inline")
 

@@ -1,7 +1,8 @@
 """The IPython layer, on the wire: what a notebook user types works as under ipykernel.
 
-Tests parametrized with ``kernel_name`` run the same code against gkernel and
-ipykernel (``python3``) and assert the same messages; the others check what
+Tests on the ``both`` fixture run the same code against gkernel, a gkernel
+kernel hosted by ``gkernel serve`` (through the provisioner) and ipykernel
+(``python3``), and assert the same messages; the others check what
 gkernel adds for gevent users (cooperative ``!cmd`` and ``await``, ``%greenlets``,
 tracebacks without the hub's frames).
 """
@@ -12,18 +13,21 @@ import time
 import pytest
 from jupyter_client.manager import start_new_kernel
 
-from conftest import KERNEL_NAME, collect_iopub, execute, get_reply, outputs, plain, result_of, stdout_of, stop_kernel
+from conftest import KERNEL_NAME, SERVE_KERNEL_NAME, collect_iopub, execute, get_reply, outputs, plain, result_of, stdout_of, stop_kernel
 
 pytestmark = pytest.mark.timeout(90)
 
-KERNELS = [KERNEL_NAME, "python3"]  # gkernel and ipykernel
+KERNELS = [KERNEL_NAME, SERVE_KERNEL_NAME, "python3"]  # gkernel, in a serve host, and ipykernel
 
 
 @pytest.fixture(scope="module", params=KERNELS)
 def both(request, tmp_path_factory):
-    """A kernel of each kind, started in a directory of its own."""
+    """A kernel of each kind, working in a directory of its own."""
     cwd = tmp_path_factory.mktemp(request.param)
     km, kc = start_new_kernel(kernel_name=request.param, startup_timeout=30, cwd=str(cwd))
+    if request.param == SERVE_KERNEL_NAME:
+        # A hosted kernel shares its host's working directory: move the host (this module's files go there).
+        execute(kc, f"import os; os.chdir({str(cwd)!r})")
     yield kc
     stop_kernel(km, kc)
 
@@ -72,6 +76,18 @@ def test_line_and_cell_magics(both):
 
 def os_getcwd(kc):
     return eval(result_of(kc, "__import__('os').getcwd()"))
+
+
+def test_kernel_magics(both):
+    kc = both
+    _, msgs = ok(kc, "%connect_info")
+    assert '"shell_port"' in stdout_of(msgs)
+    ok(kc, "open('paged.txt', 'w').write('paged text')")
+    for magic in ("%less", "%more"):
+        reply, _ = ok(kc, f"{magic} paged.txt")
+        assert reply["content"]["payload"][0]["data"]["text/plain"] == "paged text"
+    _, msgs = ok(kc, "import sys\nsys.stderr.write('')\nsys.stderr.flush()")
+    assert not outputs(msgs, "stream")  # no empty stream message
 
 
 def test_cd_and_load(both):
@@ -191,6 +207,8 @@ def test_matplotlib_inline_by_default(both):
     assert len(images) == 1
     _, msgs = ok(kc, "%matplotlib inline\nplt.figure(); plt.bar([1], [2]);")
     assert [c for c in outputs(msgs, "display_data") if "image/png" in c["data"]]
+    ok(kc, "%matplotlib notebook")  # drawn by the front end: needs no GUI event loop
+    ok(kc, "%matplotlib inline")
 
 
 def test_top_level_await(both):
@@ -278,6 +296,12 @@ def test_await_and_shell_commands_let_greenlets_run(gk):
     wall = re.search(r"Wall time: ([\d.]+) (ms|s)", stdout_of(msgs))
     assert wall and 250 <= float(wall.group(1)) * (1000 if wall.group(2) == "s" else 1) < 1000
     ok(gk, "ticker.kill()")
+
+
+def test_clear_magic_clears_the_cell(gk):
+    """ipykernel's %clear clears a terminal (qtconsole); in a notebook it means the cell's output."""
+    _, msgs = ok(gk, "print('gone')\n%clear")
+    assert [m["msg_type"] for m in msgs][-2:] == ["stream", "clear_output"]
 
 
 def test_working_directory_is_on_the_import_path(gk):
@@ -379,16 +403,20 @@ def test_each_hosted_kernel_has_its_own_shell(host):
 
 
 def test_profile_startup_files_and_extensions(tmp_path):
-    """IPython's start-up, as under ipython and ipykernel: the profile's startup files and extensions."""
+    """IPython's start-up, as under ipython and ipykernel: the profile's config, startup files and extensions."""
     from conftest import start_kernel
 
     profile = tmp_path / "profile_gk"
     (profile / "startup").mkdir(parents=True)
     (profile / "startup" / "00-first.py").write_text("from_startup = 'py'\n")
     (profile / "startup" / "01-second.ipy").write_text("%load_ext autoreload\nfrom_ipy = !echo ipy\n")
+    (profile / "ipython_kernel_config.py").write_text("c.InteractiveShellApp.exec_lines = ['from_config = 4']\n"
+                                                      "c.InteractiveShell.xmode = 'Minimal'\n")
     km, kc = start_kernel("--profile-dir", str(profile), "--InteractiveShellApp.exec_lines=from_exec_lines = 3")
     try:
+        # The command line's exec_lines win over the profile's config file, which sets xmode.
         assert result_of(kc, "from_startup, from_ipy[0], from_exec_lines") == "('py', 'ipy', 3)"
+        assert result_of(kc, "get_ipython().InteractiveTB.mode") == "'Minimal'"
         assert result_of(kc, "'IPython.extensions.autoreload' in get_ipython().extension_manager.loaded") == "True"
         assert result_of(kc, "get_ipython().profile_dir.location") == repr(str(profile))
         assert result_of(kc, "%who_ls") == "[]"  # what start-up defined is hidden, as in IPython
