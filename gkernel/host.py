@@ -14,6 +14,7 @@ Hub thread only.
 
 import gc
 import os
+import sys
 import time
 import uuid
 
@@ -60,6 +61,7 @@ class KernelHost(LoggingConfigurable):
         self.kernels = {}
         self.started = time.time()
         self._culler = gevent.spawn(self._cull) if self.cull_idle_timeout > 0 else None
+        self._shells = None
 
     def _cull(self):
         while True:
@@ -85,7 +87,8 @@ class KernelHost(LoggingConfigurable):
         transport.green()
         session = Session(key=info["key"].encode(), signature_scheme=info["signature_scheme"],
                           username="kernel", parent=self)
-        kernel = Kernel(session, transport, kernel_id=kernel_id, cpu_watch=self.process.cpu_watch, parent=self)
+        kernel = Kernel(session, transport, kernel_id=kernel_id, cpu_watch=self.process.cpu_watch,
+                        spare_shells=self._spare_shells(), parent=self)
         kernel.captures = list(self.process.captures.values())
         kernel.start()
         self.kernels[kernel.id] = kernel
@@ -156,6 +159,15 @@ class KernelHost(LoggingConfigurable):
         if self._culler is not None:
             self._culler.kill()
         self._close(list(self.kernels.values()))
+        if self._shells is not None:
+            self._shells.close()
+
+    def _spare_shells(self):
+        """The host's :class:`~gkernel.shell.SpareShells`, once the first kernel has imported IPython."""
+        if self._shells is None and f"{__package__}.shell" in sys.modules:
+            from .shell import SpareShells
+            self._shells = SpareShells(parent=self)
+        return self._shells
 
     def describe(self, kernel):
         """What the management API lists about a kernel."""

@@ -34,7 +34,7 @@ from traitlets import Float
 from traitlets.config import LoggingConfigurable
 
 from . import __version__
-from ._threads import hub_thread_check
+from ._threads import hub_thread_check, import_in_thread
 from .cells import CELL_VAR, Cell, cell_greenlets, current_cell, spawn_in_cell
 from .dispatcher import CONTROL, SHELL, Dispatcher, settle
 from .heartbeat import Heartbeat
@@ -91,7 +91,7 @@ class Kernel(LoggingConfigurable):
         0.05, help="Seconds output may wait in a stream buffer before it is published."
     ).tag(config=True)
 
-    def __init__(self, session, transport, kernel_id=None, cpu_watch=None, **kwargs):
+    def __init__(self, session, transport, kernel_id=None, cpu_watch=None, spare_shells=None, **kwargs):
         super().__init__(**kwargs)
         self.id = kernel_id or str(uuid.uuid4())
         self.session = session
@@ -107,6 +107,8 @@ class Kernel(LoggingConfigurable):
         self.cpu_watch = cpu_watch
         #: the IPython shell (:class:`gkernel.shell.GreenShell`), built soon after :meth:`start`
         self.shell = None
+        #: a host's :class:`gkernel.shell.SpareShells`, if it keeps shells ready
+        self.spare_shells = spare_shells
         self._shell_built = Event()
         self._shell_builder = None
         #: the context variables of the kernel's requests: each runs in a greenlet of its
@@ -140,9 +142,9 @@ class Kernel(LoggingConfigurable):
 
         Importing IPython and building a shell take longer than the rest of a
         kernel's start, and a client's first request is a kernel_info_request,
-        which needs no shell: requests already waiting are taken in first, so
-        kernel_info is answered before the build, and requests that need the
-        shell wait for it.
+        which needs no shell: requests already waiting are taken in first, the
+        import runs in a thread of its own while the hub answers, and requests
+        that need the shell wait for it.
         """
         self.publisher.start()
         self.stdin.start()
@@ -157,10 +159,15 @@ class Kernel(LoggingConfigurable):
         self._shell_builder = gevent.spawn(self._build_shell)
 
     def _build_shell(self):
+        if f"{__package__}.shell" not in sys.modules:  # the first kernel of the process
+            import_in_thread(f"{__package__}.shell")
         from .shell import GreenShell, ShellStartup
 
         try:
-            self.shell = GreenShell(kernel=self, parent=self)
+            if self.spare_shells is not None:
+                self.shell = self.spare_shells.take(self)
+            else:
+                self.shell = GreenShell(kernel=self, parent=self)
             ShellStartup(self.shell, parent=self).run()
         except Exception:
             self.log.exception("the IPython shell could not be built; cells cannot run")

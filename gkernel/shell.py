@@ -56,7 +56,7 @@ from traitlets.config import LoggingConfigurable
 from . import system
 from .cells import Cell, current_cell, redirect_current, restore_current
 
-__all__ = ["GreenShell", "ShellStartup", "install_process_hooks", "uninstall_process_hooks",
+__all__ = ["GreenShell", "ShellStartup", "SpareShells", "install_process_hooks", "uninstall_process_hooks",
            "current_shell", "cooperative_event_loop"]
 
 
@@ -307,7 +307,8 @@ class GreenShell(InteractiveShell):
     def _default_exiter(self):
         return ZMQExitAutocall(self)
 
-    def __init__(self, kernel, **kwargs):
+    def __init__(self, kernel=None, **kwargs):
+        """A shell for *kernel*; without one, a spare that :meth:`bind` gives a kernel later."""
         install_process_hooks()
         super().__init__(kernel=kernel, **kwargs)
         #: the kernel's asyncio loop (made on first use) and the greenlet running it between cells
@@ -320,6 +321,13 @@ class GreenShell(InteractiveShell):
         #: whether the current request is silent: its errors are not published
         self.silent = False
         self.loop_runner = self._run_coroutine
+        if kernel is not None:
+            _live_shells.append(self)
+
+    def bind(self, kernel):
+        """Give a spare shell (see :class:`SpareShells`) its kernel."""
+        self.kernel = kernel
+        self.init_sys_modules()  # its namespace is __main__ now, as with a shell built for the kernel
         _live_shells.append(self)
 
     # -- construction: what differs from a terminal IPython -------------------------
@@ -559,6 +567,44 @@ class GreenShell(InteractiveShell):
 
 
 InteractiveShellABC.register(GreenShell)
+
+
+class SpareShells:
+    """A shell built ahead of need, so that a new kernel of a host does not wait for one.
+
+    Building a shell takes milliseconds of the hub's CPU, which every kernel
+    of a host waits out. A host keeps one spare: a new kernel takes it, and
+    the next is built once creations have paused for ``delay`` seconds, so a
+    new kernel's first requests and a burst of creations go first.
+    """
+
+    def __init__(self, parent, delay=0.1):
+        self.parent = parent
+        self.delay = delay
+        self._spare = None
+        self._builder = None
+
+    def take(self, kernel):
+        """A shell for *kernel*: the spare if there is one, else one built now."""
+        shell, self._spare = self._spare, None
+        if shell is None:
+            shell = GreenShell(parent=self.parent)
+        shell.bind(kernel)
+        if self._builder is not None:
+            self._builder.kill()
+        self._builder = gevent.spawn_later(self.delay, self._build)
+        return shell
+
+    def _build(self):
+        if self._spare is None:
+            self._spare = GreenShell(parent=self.parent)
+
+    def close(self):
+        if self._builder is not None:
+            self._builder.kill()
+        if self._spare is not None:
+            self._spare.close()
+            self._spare = None
 
 
 # -- tracebacks ---------------------------------------------------------------------

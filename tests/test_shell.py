@@ -422,3 +422,16 @@ def test_profile_startup_files_and_extensions(tmp_path):
         assert result_of(kc, "%who_ls") == "[]"  # what start-up defined is hidden, as in IPython
     finally:
         stop_kernel(km, kc)
+
+
+def test_a_hosted_kernel_takes_a_shell_built_ahead(host):
+    """Once the host idles, a spare shell is ready: the next kernel gets it as its own."""
+    _, kc_a = host.kernel()
+    ok(kc_a, "a_only = 1")
+    time.sleep(0.5)  # the host builds its spare meanwhile
+    _, kc_b = host.kernel()
+    reply, msgs = ok(kc_b, "import __main__\n(__main__.__dict__ is globals(), 'a_only' in globals())")
+    assert reply["content"]["execution_count"] == 1
+    assert outputs(msgs, "execute_result")[0]["data"]["text/plain"] == "(True, False)"
+    assert result_of(kc_b, "get_ipython().kernel.get_parent('shell')['header']['msg_type']") == "'execute_request'"
+    assert result_of(kc_a, "a_only, get_ipython() is not None") == "(1, True)"
