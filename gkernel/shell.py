@@ -339,6 +339,11 @@ class GreenShell(InteractiveShell):
             profile_dir = ProfileDir.create_profile_dir_by_name(self.ipython_dir, self.profile_name)
         self.profile_dir = profile_dir
 
+    def init_sys_modules(self):
+        """``sys.modules['__main__']`` is the namespace of the newest kernel (a spare has none yet)."""
+        if self.kernel is not None:
+            super().init_sys_modules()
+
     def init_virtualenv(self):
         """No virtualenv detection: a kernel runs in the environment it is installed in."""
 
