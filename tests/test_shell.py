@@ -66,6 +66,8 @@ def test_line_and_cell_magics(both):
     assert outputs(msgs, "display_data")[0]["data"]["text/html"].strip() == "<b>bold</b>"
     _, msgs = ok(kc, "%%bash\necho from bash")
     assert stdout_of(msgs) == "from bash\n"
+    _, msgs = ok(kc, "%pip --version")  # pip in the kernel's own environment, through the shell escape
+    assert stdout_of(msgs).startswith("pip ")
     ok(kc, "%xmode Minimal")
     reply, msgs = execute(kc, "def deep():\n    1/0\ndeep()")
     assert len(outputs(msgs, "error")[0]["traceback"]) <= 2  # Minimal: no frames
