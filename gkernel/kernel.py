@@ -452,6 +452,9 @@ class Kernel(LoggingConfigurable):
                                    parent=request.msg)
         self._exit_requested = None
         shell.silent = silent
+        # busy and execute_input reach the wire before any user code runs: a cell that spins the
+        # CPU would not let the publisher greenlet send them until it ends.
+        self.publisher.flush(timeout=1.0)
         cell_id = (request.msg.get("metadata") or {}).get("cellId")
         try:
             result = shell.run_cell(code, store_history=store_history, silent=silent, cell_id=cell_id)

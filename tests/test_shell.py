@@ -314,6 +314,18 @@ def test_working_directory_is_on_the_import_path(gk):
     assert result_of(gk, "import found_here; os.chdir(back); found_here.where") == "'moddir'"
 
 
+def test_busy_and_execute_input_arrive_before_a_spinning_cell_ends(gk):
+    started = time.monotonic()
+    msg_id = gk.execute("import time\nt = time.time()\nwhile time.time() - t < 1.5:\n    pass")
+    arrivals = {}
+    while "execute_input" not in arrivals:
+        msg = gk.get_iopub_msg(timeout=5)
+        if msg["parent_header"].get("msg_id") == msg_id:
+            arrivals[msg["msg_type"]] = time.monotonic() - started
+    assert arrivals["execute_input"] < 0.5 and arrivals["status"] <= arrivals["execute_input"]
+    assert get_reply(gk, msg_id)["content"]["status"] == "ok"
+
+
 def test_asyncio_run_in_cells(gk):
     ok(gk, "import asyncio\nawait asyncio.sleep(0)")
     assert result_of(gk, "async def main():\n    await asyncio.sleep(0.01)\n    return 'ran'\n"
