@@ -126,7 +126,8 @@ class Kernel(LoggingConfigurable):
         self.last_activity = time.time()
         #: set once a shutdown_request has been answered; the host then calls close()
         self.shutdown_event = Event()
-        self._abort_remaining = 0
+        #: after a failed cell with stop_on_error: execute requests sent before this moment are aborted
+        self._abort_sent_before = None
         self._readers = []
         self._forked = False
         self._taking_in_control = False
@@ -345,11 +346,9 @@ class Kernel(LoggingConfigurable):
         self._channel_parents[request.channel] = msg
         self.publisher.publish("status", {"execution_state": "busy"}, parent=msg)
         try:
-            if request.channel == "shell" and self._abort_remaining:
-                self._abort_remaining -= 1
-                if msg_type == "execute_request":
-                    self._reply(request, {"status": "aborted"})
-                    return
+            if msg_type == "execute_request" and self._sent_before_abort(msg):
+                self._reply(request, {"status": "aborted"})
+                return
             content = self._answer(request)
             if self._forked:
                 # A forked child returned from the cell: the parent answers, not us.
@@ -415,10 +414,20 @@ class Kernel(LoggingConfigurable):
         return self.last_parent
 
     def _abort_queued(self):
-        """After an error: abort the execute requests already sent to us."""
-        # Requests sent while a CPU-bound cell ran are still unread: take them in.
-        settle()
-        self._abort_remaining = self.dispatcher.shell_pending()
+        """After an error: abort every execute request sent before the error reply goes out.
+
+        Whether a request was already queued, still unread in the socket or
+        still on its way, its header's date says when the client sent it.
+        """
+        self._abort_sent_before = datetime.datetime.now(datetime.timezone.utc)
+
+    def _sent_before_abort(self, msg):
+        cutoff, date = self._abort_sent_before, msg["header"].get("date")
+        if cutoff is None or not isinstance(date, datetime.datetime):
+            return False
+        if date.tzinfo is None:  # a client that sends naive dates means UTC (jupyter_client's convention)
+            date = date.replace(tzinfo=datetime.timezone.utc)
+        return date < cutoff
 
     # -- handlers --------------------------------------------------------------
 

@@ -158,6 +158,28 @@ def test_stop_on_error_aborts_queued_requests(kc):
     assert outputs(msgs, "execute_result")[0]["data"]["text/plain"] == "False"
 
 
+def test_stop_on_error_aborts_everything_sent_before_the_error(kc):
+    """Ten requests sent at once, the second failing: in 30 rounds, no cell after it runs.
+
+    Requests that arrive while the failing cell runs are not read yet when it
+    fails; each must still be aborted, since it was sent before the error reply.
+    """
+    execute(kc, "ran_after_error = 0")
+    for _ in range(30):
+        flush_iopub(kc)
+        ids = [kc.execute("pass"), kc.execute("1/0")]
+        ids += [kc.execute("ran_after_error += 1") for _ in range(8)]
+        statuses = [get_reply(kc, msg_id)["content"]["status"] for msg_id in ids]
+        assert statuses == ["ok", "error"] + ["aborted"] * 8
+    # One still on its way when the cell failed (made, hence dated, before; delivered after).
+    in_transit = kc.session.msg("execute_request", {"code": "ran_after_error += 1", "silent": False})
+    assert get_reply(kc, kc.execute("1/0"))["content"]["status"] == "error"
+    kc.shell_channel.send(in_transit)
+    assert get_reply(kc, in_transit["header"]["msg_id"])["content"]["status"] == "aborted"
+    reply, msgs = execute(kc, "ran_after_error")  # sent after the error reply: runs
+    assert outputs(msgs, "execute_result")[0]["data"]["text/plain"] == "0"
+
+
 def test_stop_on_error_false_runs_queued_requests(kc):
     failing = kc.execute("import gevent; gevent.sleep(0.2); 1/0", stop_on_error=False)
     queued = kc.execute("'still runs'")
