@@ -413,6 +413,11 @@ class Kernel(LoggingConfigurable):
             return cell.parent
         return self.last_parent
 
+    def publish_for_caller(self, msg_type, content):
+        """Publish *content* for the calling code's request (:meth:`current_parent`), after what it printed."""
+        self.flush_output()
+        self.publisher.publish(msg_type, content, parent=self.current_parent())
+
     def _abort_queued(self):
         """After an error: abort every execute request sent before the error reply goes out.
 

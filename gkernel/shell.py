@@ -65,16 +65,11 @@ class GreenDisplayPublisher(DisplayPublisher):
 
     def publish(self, data, metadata=None, source=None, *, transient=None, update=False, **kwargs):
         self._validate_data(data, metadata)
-        kernel = self.shell.kernel
-        kernel.flush_output()  # text printed before a display appears before it
         content = {"data": data, "metadata": metadata or {}, "transient": transient or {}}
-        kernel.publisher.publish("update_display_data" if update else "display_data", content,
-                                 parent=kernel.current_parent())
+        self.shell.kernel.publish_for_caller("update_display_data" if update else "display_data", content)
 
     def clear_output(self, wait=False):
-        kernel = self.shell.kernel
-        kernel.flush_output()
-        kernel.publisher.publish("clear_output", {"wait": bool(wait)}, parent=kernel.current_parent())
+        self.shell.kernel.publish_for_caller("clear_output", {"wait": bool(wait)})
 
 
 class GreenDisplayHook(DisplayHook):
@@ -96,11 +91,8 @@ class GreenDisplayHook(DisplayHook):
             return
         data, metadata = self._bundle
         self._bundle = None
-        kernel = self.shell.kernel
-        kernel.flush_output()
-        kernel.publisher.publish("execute_result",
-                                 {"execution_count": self.prompt_count, "data": data, "metadata": metadata},
-                                 parent=kernel.current_parent())
+        self.shell.kernel.publish_for_caller(
+            "execute_result", {"execution_count": self.prompt_count, "data": data, "metadata": metadata})
 
 
 class GreenHistoryManager(HistoryManager):
@@ -260,8 +252,7 @@ class _GreenEventLoopPolicy(asyncio.DefaultEventLoopPolicy):
     """
 
     def get_event_loop(self):
-        cell = current_cell()
-        shell = getattr(cell.kernel, "shell", None) if cell is not None else None
+        shell = _cell_shell()
         if self._local._loop is None and shell is not None:
             return shell.asyncio_loop()
         return super().get_event_loop()
@@ -458,9 +449,7 @@ class GreenShell(InteractiveShell):
             self.error_in_display = True  # IPython's formatter caught it; the cell still failed
         if self.silent:
             return
-        kernel = self.kernel
-        kernel.flush_output()
-        kernel.publisher.publish("error", self.last_error, parent=kernel.current_parent())
+        self.kernel.publish_for_caller("error", self.last_error)
 
     def _get_exc_info(self, exc_tuple=None):
         etype, value, tb = super()._get_exc_info(exc_tuple)
@@ -649,10 +638,15 @@ def trim_internal_frames(tb, head=False):
 _live_shells = []
 
 
+def _cell_shell():
+    """The shell of the running cell's kernel, or None outside cells (and before it is built)."""
+    cell = current_cell()
+    return cell.kernel.shell if cell is not None else None
+
+
 def current_shell():
     """The shell of the running cell's kernel; outside any cell, the newest live shell (or None)."""
-    cell = current_cell()
-    shell = getattr(cell.kernel, "shell", None) if cell is not None else None
+    shell = _cell_shell()
     if shell is not None:
         return shell
     return _live_shells[-1] if _live_shells else None
