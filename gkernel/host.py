@@ -87,8 +87,7 @@ class KernelHost(LoggingConfigurable):
         transport.green()
         session = Session(key=info["key"].encode(), signature_scheme=info["signature_scheme"],
                           username="kernel", parent=self)
-        kernel = Kernel(session, transport, kernel_id=kernel_id, cpu_watch=self.process.cpu_watch,
-                        spare_shells=self._spare_shells(), parent=self)
+        kernel = Kernel(session, transport, kernel_id=kernel_id, spare_shells=self._spare_shells(), parent=self)
         kernel.captures = list(self.process.captures.values())
         kernel.start()
         self.kernels[kernel.id] = kernel

@@ -33,6 +33,7 @@ thread.
 from collections import deque
 
 import gevent
+import zmq
 from gevent import get_hub, getcurrent
 from gevent.event import Event
 
@@ -123,17 +124,32 @@ class IOPubPublisher:
                 self._idle.set()
                 self._wakeup.clear()
                 self._wakeup.wait()
-            frames = queue.popleft()
-            if frames is _STOP:
+            if queue[0] is _STOP:
                 break
-            self._queued_bytes -= sum(map(len, frames))
-            if self._queued_bytes <= self.max_queued // 2:
-                self._room.set()
-            try:
-                self.socket.send_multipart(frames, copy=False)
-            except Exception:  # a send failure must not kill the publisher
-                self.log.exception("IOPub send failed")
+            self._send_next()
         self._idle.set()
+
+    def _send_next(self, flags=0):
+        frames = self._queue.popleft()
+        self._queued_bytes -= sum(map(len, frames))
+        if self._queued_bytes <= self.max_queued // 2:
+            self._room.set()
+        try:
+            self.socket.send_multipart(frames, flags, copy=False)
+        except Exception:  # a send failure must not kill the publisher
+            self.log.exception("IOPub send failed")
+
+    def send_queued_now(self):
+        """Send what is queued from the calling greenlet, without waiting (see :mod:`gkernel.cpuwatch`).
+
+        For a greenlet that holds the CPU and will not let the publisher
+        greenlet run. Safe because that greenlet is then suspended where it
+        waits for work (an XPUB socket never makes a sender wait), so it is
+        not in the middle of a send; it finds the queue shorter when it wakes.
+        """
+        queue = self._queue
+        while queue and queue[0] is not _STOP:
+            self._send_next(zmq.NOBLOCK)
 
     def flush(self, timeout=None):
         """Wait until everything queued so far has been handed to zmq."""

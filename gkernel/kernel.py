@@ -30,7 +30,7 @@ import gevent
 import zmq
 from gevent import getcurrent
 from gevent.event import Event
-from traitlets import Float
+from traitlets import Bool, Float
 from traitlets.config import LoggingConfigurable
 
 from . import __version__
@@ -90,8 +90,13 @@ class Kernel(LoggingConfigurable):
     stream_flush_interval = Float(
         0.05, help="Seconds output may wait in a stream buffer before it is published."
     ).tag(config=True)
+    time_slicing = Bool(
+        True, help="Let other greenlets and kernels run while a cell's code spins the CPU, by yielding to "
+                   "the hub every 20 ms of CPU it holds (only in user code; see gkernel.cpuwatch). Off, a "
+                   "spinning cell still shows its output and can be interrupted, but nothing else runs."
+    ).tag(config=True)
 
-    def __init__(self, session, transport, kernel_id=None, cpu_watch=None, spare_shells=None, **kwargs):
+    def __init__(self, session, transport, kernel_id=None, spare_shells=None, **kwargs):
         super().__init__(**kwargs)
         self.id = kernel_id or str(uuid.uuid4())
         self.session = session
@@ -103,8 +108,6 @@ class Kernel(LoggingConfigurable):
         #: fd-level captures (:mod:`gkernel.fdcapture`) the host attached; read before each flush
         self.captures = []
         self.stdin = StdinChannel(session, transport.stdin, self.log)
-        #: the host's :class:`~gkernel.cpuwatch.CpuWatch`, armed while a cell runs
-        self.cpu_watch = cpu_watch
         #: the IPython shell (:class:`gkernel.shell.GreenShell`), built soon after :meth:`start`
         self.shell = None
         #: a host's :class:`gkernel.shell.SpareShells`, if it keeps shells ready
@@ -212,6 +215,12 @@ class Kernel(LoggingConfigurable):
             for capture in self.captures:
                 capture.poll((self, self.last_parent))
         self.output.flush()
+
+    def publish_output_now(self):
+        """Publish what was written so far from the calling greenlet, which holds the CPU
+        (see :mod:`gkernel.cpuwatch`): the hub's flush timers and publisher cannot run."""
+        self.flush_output()
+        self.publisher.send_queued_now()
 
     def enter_forked_child(self, publisher):
         """In a forked child (see :mod:`gkernel.forks`): leave the parent's sockets alone.
@@ -331,14 +340,10 @@ class Kernel(LoggingConfigurable):
 
     def _run_shell_request(self, func, cell, request):
         CELL_VAR.set(cell)  # in the kernel's context: asyncio tasks created by this cell copy it
-        if self.cpu_watch is not None:
-            self.cpu_watch.cell_started()
         try:
             return func(request)
         finally:
             cell.allow_stdin = False  # nobody answers input requests after the reply
-            if self.cpu_watch is not None:
-                self.cpu_watch.cell_finished()
 
     def _serve(self, request):
         msg, msg_type = request.msg, request.msg_type

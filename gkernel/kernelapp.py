@@ -135,7 +135,7 @@ class GKernelApp(ShellConfigHelp, Application):
         kernel = None
         process = ProcessRuntime(lambda: [kernel], self.log, capture_fd=self.capture_fd,
                                  isatty=self.isatty, echo=self.echo)
-        kernel = Kernel(session, transport, cpu_watch=process.cpu_watch, parent=self)
+        kernel = Kernel(session, transport, parent=self)
         process.start()
         kernel.captures = list(process.captures.values())
         signal.signal(signal.SIGINT, self._on_sigint(kernel))

@@ -35,7 +35,7 @@ class ProcessRuntime:
         self.capture_fd = capture_fd
         self.isatty = isatty
         self.echo = echo
-        #: give it to each kernel: it is armed while any of their cells runs
+        #: control, output and time-slicing while a greenlet of a cell holds the CPU
         self.cpu_watch = CpuWatch()
         self.captures = {}
         self._originals = None

@@ -47,6 +47,7 @@ from IPython.core.displaypub import DisplayPublisher
 from IPython.core.history import HistoryManager
 from IPython.core import page
 from IPython.core.interactiveshell import InteractiveShell, InteractiveShellABC
+from IPython.core.magics.execution import ExecutionMagics, Timer
 from IPython.core.profiledir import ProfileDir
 from IPython.core.shellapp import InteractiveShellApp
 from IPython.utils.text import LSString, SList
@@ -55,9 +56,14 @@ from traitlets.config import LoggingConfigurable
 
 from . import system
 from .cells import Cell, current_cell, redirect_current, restore_current
+from .cpuwatch import add_entry_point
 
 __all__ = ["GreenShell", "ShellStartup", "SpareShells", "install_process_hooks", "uninstall_process_hooks",
            "current_shell", "cooperative_event_loop"]
+
+# Where IPython runs a cell's code: a spinning cell may be time-sliced above these frames.
+for _runs_user_code in (InteractiveShell.run_code, ExecutionMagics.time, Timer.timeit):
+    add_entry_point(_runs_user_code)
 
 
 class GreenDisplayPublisher(DisplayPublisher):
@@ -313,12 +319,16 @@ class GreenShell(InteractiveShell):
         self.silent = False
         self.loop_runner = self._run_coroutine
         if kernel is not None:
-            _live_shells.append(self)
+            self._serve(kernel)
 
     def bind(self, kernel):
         """Give a spare shell (see :class:`SpareShells`) its kernel."""
         self.kernel = kernel
         self.init_sys_modules()  # its namespace is __main__ now, as with a shell built for the kernel
+        self._serve(kernel)
+
+    def _serve(self, kernel):
+        self.configurables.append(kernel)  # %config Kernel.time_slicing = False
         _live_shells.append(self)
 
     # -- construction: what differs from a terminal IPython -------------------------
