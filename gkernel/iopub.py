@@ -9,7 +9,8 @@ output ahead of its idle status.
 The socket is an XPUB: a second greenlet is its only receiver and turns each
 subscription into an ``iopub_welcome`` message (protocol 5.4) on the
 subscribed topic, so a client knows its subscription is live instead of
-polling with kernel_info requests until IOPub output arrives.
+polling with kernel_info requests until IOPub output arrives; and the first
+request of a new kernel waits (boundedly) for a first subscriber.
 
 Memory stays bounded whatever the subscribers do:
 
@@ -64,6 +65,8 @@ class IOPubPublisher:
         self.greenlets = []
         #: live subscriptions: about one per connected client
         self.subscriptions = 0
+        #: set by the first subscription, or once a wait for one timed out
+        self._first_subscriber = Event()
 
     def start(self):
         self.greenlets = [gevent.spawn(self._run), gevent.spawn(self._welcome_subscribers)]
@@ -109,6 +112,7 @@ class IOPubPublisher:
                 self.subscriptions = max(0, self.subscriptions - 1)
                 continue
             self.subscriptions += 1
+            self._first_subscriber.set()
             try:
                 topic = event[1:].decode()
             except UnicodeDecodeError:
@@ -116,6 +120,11 @@ class IOPubPublisher:
                 continue
             # Published on the subscribed topic itself, so it reaches the new subscriber.
             self.publish("iopub_welcome", {"subscription": topic}, topic=topic)
+
+    def wait_for_first_subscriber(self, timeout):
+        """Wait until a client has subscribed, at most *timeout* seconds; only the first wait waits."""
+        if not self._first_subscriber.wait(timeout):
+            self._first_subscriber.set()
 
     def _run(self):
         queue = self._queue

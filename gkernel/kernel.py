@@ -48,6 +48,9 @@ __all__ = ["Kernel", "PROTOCOL_VERSION"]
 
 PROTOCOL_VERSION = "5.4"
 
+#: zmq's reconnect interval (100 ms) and a margin: clients of a restarted kernel are back by then
+_RECONNECT_WINDOW = 0.25
+
 #: msg_type -> (method name, declared content fields, whether it needs the IPython shell)
 _HANDLERS = {}
 
@@ -90,6 +93,10 @@ class Kernel(LoggingConfigurable):
     stream_flush_interval = Float(
         0.05, help="Seconds output may wait in a stream buffer before it is published."
     ).tag(config=True)
+    iopub_subscriber_wait = Float(
+        2.0, help="Seconds the first request of a kernel waits for a client to subscribe to IOPub, so that "
+                  "none of its output is published to nobody (a client reconnecting after a restart)."
+    ).tag(config=True)
     time_slicing = Bool(
         True, help="Let other greenlets and kernels run while a cell's code spins the CPU, by yielding to "
                    "the hub every 20 ms of CPU it holds (only in user code; see gkernel.cpuwatch). Off, a "
@@ -131,6 +138,8 @@ class Kernel(LoggingConfigurable):
         self.shutdown_event = Event()
         #: after a failed cell with stop_on_error: execute requests sent before this moment are aborted
         self._abort_sent_before = None
+        #: whether the first request waited for IOPub subscribers (see _let_subscribers_in)
+        self._subscribers_in = False
         self._readers = []
         self._forked = False
         self._taking_in_control = False
@@ -349,6 +358,8 @@ class Kernel(LoggingConfigurable):
         msg, msg_type = request.msg, request.msg_type
         self.last_activity = time.time()
         self._channel_parents[request.channel] = msg
+        if not self._subscribers_in:
+            self._let_subscribers_in()
         self.publisher.publish("status", {"execution_state": "busy"}, parent=msg)
         try:
             if msg_type == "execute_request" and self._sent_before_abort(msg):
@@ -366,6 +377,22 @@ class Kernel(LoggingConfigurable):
             self.publisher.publish("status", {"execution_state": "idle"}, parent=msg)
             if request.after_reply is not None:
                 request.after_reply()
+
+    def _let_subscribers_in(self):
+        """Before the first request's output: wait (boundedly) for the clients to subscribe to IOPub.
+
+        A new kernel can get its first request before any subscription: a
+        client connects its SUB socket and sends a request at once, and
+        after a restart on the same ports the clients of the previous kernel
+        reconnect only at zmq's next reconnect attempt (every 100 ms). What
+        is published before a client subscribes never reaches it. So the
+        first request waits until one client has subscribed and the sockets
+        have been bound for :data:`_RECONNECT_WINDOW`. Later clients need no
+        wait: ``iopub_welcome`` tells them when their subscription is live.
+        """
+        self.publisher.wait_for_first_subscriber(self.iopub_subscriber_wait)
+        gevent.sleep(max(0.0, self.transport.bound_at + _RECONNECT_WINDOW - time.monotonic()))
+        self._subscribers_in = True
 
     def _answer(self, request):
         """The reply content for *request*; None when no reply is possible."""

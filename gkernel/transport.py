@@ -20,6 +20,7 @@ This module knows nothing about what travels on the sockets.
 """
 
 import os
+import time
 
 import zmq
 
@@ -70,6 +71,8 @@ class Transport:
             for sock in self._native.values():  # a refused kernel leaves nothing open
                 sock.close(linger=0)
             raise
+        #: when the sockets were bound (time.monotonic())
+        self.bound_at = time.monotonic()
 
     def _open(self, context, name, kind):
         sock = context.socket(kind)
