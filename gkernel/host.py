@@ -19,6 +19,7 @@ import time
 import uuid
 
 import gevent
+import gevent.event
 import zmq
 from traitlets import Bool, CaselessStrEnum, Float, Integer, Unicode
 from traitlets.config import LoggingConfigurable
@@ -49,6 +50,10 @@ class KernelHost(LoggingConfigurable):
     ).tag(config=True)
     cull_connected = Bool(False, help="Also cull idle kernels that still have clients connected.").tag(config=True)
     cull_interval = Float(10, help="Seconds between two looks for idle kernels.").tag(config=True)
+    shutdown_no_kernels_timeout = Float(
+        0, help="End the host once it has had no kernel for this many seconds (0: never). Hosts that the "
+                "gkernel-serve provisioner starts on demand get ServeProvisioner.host_shutdown_no_kernels_timeout."
+    ).tag(config=True)
 
     def __init__(self, context, process, **kwargs):
         import zmq.green
@@ -62,6 +67,11 @@ class KernelHost(LoggingConfigurable):
         self.started = time.time()
         self._culler = gevent.spawn(self._cull) if self.cull_idle_timeout > 0 else None
         self._shells = None
+        #: set when the host has had no kernel for shutdown_no_kernels_timeout seconds
+        self.deserted = gevent.event.Event()
+        self._empty_since = time.monotonic()
+        if self.shutdown_no_kernels_timeout > 0:
+            gevent.spawn(self._watch_deserted)
 
     def _cull(self):
         while True:
@@ -75,6 +85,18 @@ class KernelHost(LoggingConfigurable):
                     culled.append(kernel)
             if culled:
                 self._close(culled)
+
+    def _watch_deserted(self):
+        timeout = self.shutdown_no_kernels_timeout
+        while not self.deserted.is_set():
+            gevent.sleep(min(1.0, timeout / 4))
+            if self.kernels:
+                self._empty_since = None
+            elif self._empty_since is None:
+                self._empty_since = time.monotonic()
+            elif time.monotonic() - self._empty_since >= timeout:
+                self.log.warning("no kernel for %g s: ending the host", timeout)
+                self.deserted.set()
 
     def create(self, info=None, kernel_id=None):
         """Start a kernel; returns it. A restart passes the connection info and id to reuse."""

@@ -148,6 +148,14 @@ class HostClient:
     def close(self):
         self._socket.close()
 
+    def gone(self):
+        """Whether the host has ended (it removes its host file first) or died."""
+        try:
+            os.kill(self.info["pid"], 0)
+        except OSError:
+            return True
+        return not os.path.exists(self.host_file)
+
     def request(self, op, **args):
         """The reply content of ``op``; raises HostError on an error or no answer."""
         msg = self.session.send(self._socket, f"{op}_request", args)

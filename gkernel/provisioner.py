@@ -36,6 +36,10 @@ class ServeProvisioner(KernelProvisionerBase):
     host_file = Unicode("", help="Host file of the host to use (default: the newest running one, "
                                  "or a new one started on demand).").tag(config=True)
     host_start_timeout = Float(30.0, help="Seconds to wait for a host started on demand.").tag(config=True)
+    host_shutdown_no_kernels_timeout = Float(
+        300.0, help="A host started on demand ends once it has had no kernel for this many seconds "
+                    "(0: it runs until `gkernel serve stop`)."
+    ).tag(config=True)
 
     kernel_id_in_host = None
     _client = None
@@ -53,7 +57,15 @@ class ServeProvisioner(KernelProvisionerBase):
 
     async def launch_kernel(self, cmd, **kwargs):
         client = await self._host()
-        kernel = client.create(self._restart_info)
+        try:
+            kernel = client.create(self._restart_info)
+        except HostError:
+            if self.host_file or not client.gone():
+                raise
+            # It ended (its timeout without kernels) between our finding it and asking: use a new one.
+            client.close()
+            self._client = None
+            kernel = (await self._host()).create(self._restart_info)
         self._restart_info = None
         self.kernel_id_in_host = kernel["id"]
         info = dict(kernel["connection"])
@@ -88,7 +100,9 @@ class ServeProvisioner(KernelProvisionerBase):
     async def _start_host(self, runtime):
         """Start a detached host (it outlives this process) and wait for its host file."""
         with open(os.path.join(runtime, "gkernel-serve.log"), "a") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "gkernel.cli", "serve"], stdin=subprocess.DEVNULL,
+            command = [sys.executable, "-m", "gkernel.cli", "serve",
+                       f"--shutdown-no-kernels-timeout={self.host_shutdown_no_kernels_timeout:g}"]
+            proc = subprocess.Popen(command, stdin=subprocess.DEVNULL,
                                     stdout=log, stderr=log, start_new_session=True)
         deadline = time.monotonic() + self.host_start_timeout
         while time.monotonic() < deadline:

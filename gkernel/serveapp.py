@@ -56,6 +56,7 @@ class ServeApp(ShellConfigHelp, Application):
     """
     examples = """
     gkernel serve --max-kernels=500
+    gkernel serve --shutdown-no-kernels-timeout=600   # end 10 minutes after the last kernel
     gkernel serve stop
     """
     classes = [KernelHost, Kernel]
@@ -77,6 +78,7 @@ class ServeApp(ShellConfigHelp, Application):
         "transport": "KernelHost.transport",
         "max-kernels": "KernelHost.max_kernels",
         "cull-idle-timeout": "KernelHost.cull_idle_timeout",
+        "shutdown-no-kernels-timeout": "KernelHost.shutdown_no_kernels_timeout",
         "host-file": "ServeApp.host_file",
         "log-level": "Application.log_level",
     }
@@ -121,6 +123,7 @@ class ServeApp(ShellConfigHelp, Application):
         server = ManagementServer(host, session, socket, self.log, stop.set)
         server.start()
         gevent.signal_handler(signal.SIGTERM, stop.set)
+        host.deserted.rawlink(lambda _: stop.set())
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # interrupts go to kernels through their clients
         path = self._write_host_file({"pid": os.getpid(), "ip": "127.0.0.1", "port": port, "key": secret,
                                       "signature_scheme": "hmac-sha256", "version": __version__})
@@ -128,11 +131,11 @@ class ServeApp(ShellConfigHelp, Application):
         try:
             serve_until(stop, self.log)
         finally:
+            os.remove(path)  # first: no provisioner may pick a host that is ending
             server.close()
             host.shutdown_all()
             process.stop()
             context.destroy(linger=0)
-            os.remove(path)
 
     def _write_host_file(self, info):
         path = self.host_file or os.path.join(jupyter_runtime_dir(), f"gkernel-serve-{os.getpid()}.json")

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import GKERNEL, Host, collect_iopub, execute, get_reply, outputs, result_of, wait_for
+from conftest import GKERNEL, SERVE_KERNEL_NAME, Host, collect_iopub, execute, get_reply, outputs, result_of, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -174,6 +174,61 @@ def test_idle_kernels_without_clients_are_culled(tmp_path):
         assert wait_for(lambda: watched not in {k["id"] for k in host.api.list()}, timeout=10)
     finally:
         host.close()
+
+
+def test_a_host_without_kernels_ends_after_its_timeout(tmp_path):
+    host = Host(tmp_path, "--shutdown-no-kernels-timeout=1")
+    try:
+        kernel_id, kc = host.kernel()
+        time.sleep(2)  # a kernel keeps the host
+        assert host.proc.poll() is None and result_of(kc, "'alive'") == "'alive'"
+        host.api.shutdown(kernel_id)
+        start = time.monotonic()
+        assert host.proc.wait(timeout=10) == 0
+        assert 0.9 < time.monotonic() - start < 4
+        assert not os.path.exists(host.host_file)
+    finally:
+        host.close()
+
+
+def test_the_provisioner_starts_hosts_that_end_when_deserted(tmp_path):
+    # A host started on demand ends after the provisioner's timeout; the next kernel gets a new one.
+    from jupyter_client import KernelManager
+    from traitlets.config import Config
+
+    from gkernel.manage import HostClient, find_host_file
+
+    config = Config({"ServeProvisioner": {"host_shutdown_no_kernels_timeout": 1.0}})
+    # A runtime directory of its own: the host this test starts is the one it finds.
+    os.environ["JUPYTER_RUNTIME_DIR"], saved = str(tmp_path / "runtime"), os.environ["JUPYTER_RUNTIME_DIR"]
+    pids = []
+    try:
+        for _ in range(2):
+            km = KernelManager(kernel_name=SERVE_KERNEL_NAME, config=config)
+            km.start_kernel()
+            kc = km.client()
+            kc.start_channels()
+            kc.wait_for_ready(timeout=60)
+            with open(find_host_file()) as f:
+                pids.append(json.load(f)["pid"])
+            assert result_of(kc, "'hosted'") == "'hosted'"
+            kc.stop_channels()
+            km.shutdown_kernel(now=False)
+            assert wait_for(lambda: find_host_file() is None, timeout=10), "the host did not end"
+            assert wait_for(lambda: not _alive(pids[-1]), timeout=10)
+        assert pids[0] != pids[1]
+    finally:
+        if (path := find_host_file()) is not None:
+            HostClient(path).stop()
+        os.environ["JUPYTER_RUNTIME_DIR"] = saved
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return not open(f"/proc/{pid}/stat").read().split(") ")[1].startswith("Z")
 
 
 def _raise_open_files_limit():
