@@ -2,8 +2,9 @@
 
 Each kernel gets what a kernel process would have: its own ports (or ipc
 paths), HMAC key, sockets, namespace, execution count, history session,
-publisher, dispatcher and heartbeat. They share the process: the hub, one
-libzmq context, and the process-wide runtime (:mod:`gkernel.process`).
+publisher, dispatcher and heartbeat endpoint. They share the process: the
+hub, one libzmq context, one heartbeat thread, and the process-wide runtime
+(:mod:`gkernel.process`).
 
 A kernel ends when a client asks (shutdown_request, ``exit()``) or the host
 does (:meth:`KernelHost.shutdown`); either way its sockets are closed and it
@@ -55,11 +56,13 @@ class KernelHost(LoggingConfigurable):
                 "gkernel-serve provisioner starts on demand get ServeProvisioner.host_shutdown_no_kernels_timeout."
     ).tag(config=True)
 
-    def __init__(self, context, process, **kwargs):
+    def __init__(self, context, process, heartbeat, **kwargs):
         import zmq.green
 
         super().__init__(**kwargs)
         self.context = context
+        #: the process's :class:`~gkernel.heartbeat.Heartbeat`: one thread for all kernels
+        self.heartbeat = heartbeat
         self._green_context = zmq.green.Context.shadow(context.underlying)
         self.process = process
         #: kernel id -> Kernel
@@ -133,7 +136,7 @@ class KernelHost(LoggingConfigurable):
         deadline = time.monotonic() + 2
         while True:
             try:
-                return Transport(self.context, info, iopub_hwm=self.iopub_hwm,
+                return Transport(self.context, info, self.heartbeat, iopub_hwm=self.iopub_hwm,
                                  green_context=self._green_context)
             except zmq.ZMQError as exc:
                 # A restart rebinds the ports its predecessor just closed; zmq releases them asynchronously.

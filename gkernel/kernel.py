@@ -1,8 +1,8 @@
 """One Jupyter kernel: the protocol core over a bound :class:`~gkernel.transport.Transport`.
 
 Owns, per kernel: the channel reader greenlets, the dispatcher, the IOPub
-publisher, the output streams, the IPython shell (:mod:`gkernel.shell`), and
-the heartbeat. Nothing per-kernel lives in module globals, so a process may host
+publisher, the output streams and the IPython shell (:mod:`gkernel.shell`).
+The heartbeat is the process's (:mod:`gkernel.heartbeat`). Nothing per-kernel lives in module globals, so a process may host
 many kernels; the host (``gkernel.kernelapp`` for one kernel per process)
 creates the transport and the Session, starts the kernel and waits on
 :attr:`Kernel.shutdown_event`.
@@ -37,7 +37,6 @@ from . import __version__
 from ._threads import hub_thread_check, import_in_thread
 from .cells import CELL_VAR, Cell, cell_greenlets, current_cell, spawn_in_cell
 from .dispatcher import CONTROL, SHELL, Dispatcher, settle
-from .heartbeat import Heartbeat
 from .iopub import IOPubPublisher, QueueSocket
 from .messages import InvalidRequest, field, parse_content
 from .outstream import KernelOutput
@@ -126,7 +125,6 @@ class Kernel(LoggingConfigurable):
         #: next, as at the IPython prompt
         self.user_context = contextvars.Context()
         self.dispatcher = Dispatcher(self._serve, self._spawn_request, self.log)
-        self.heartbeat = Heartbeat(transport.context, transport.hb)
         self.usage = UsageMeter()
         #: the most recent non-silent execute_request: owner of output from outside any cell
         self.last_parent = None
@@ -163,7 +161,6 @@ class Kernel(LoggingConfigurable):
         self.stdin.start()
         install_patches(self)
         self.dispatcher.start()
-        self.heartbeat.start()
         for channel, priority in (("shell", SHELL), ("control", CONTROL)):
             self._readers.append(gevent.spawn(self._read, channel, priority))
         # Clients may have subscribed while we started: welcome them first.
@@ -208,7 +205,6 @@ class Kernel(LoggingConfigurable):
         self.flush_output()
         self.publisher.flush(timeout=2.0)
         self.publisher.stop()
-        self.heartbeat.stop()
         self.transport.close()
         if self.shell is not None:
             self.shell.close()

@@ -115,12 +115,14 @@ class GKernelApp(ShellConfigHelp, Application):
     def _bind(self):
         import zmq
 
+        from .heartbeat import Heartbeat
         from .transport import Transport
 
         self._info, self._own_file = self._connection_info()
         self._context = zmq.Context()
+        self._heartbeat = Heartbeat(self._context)
         try:
-            self._transport = Transport(self._context, self._info, iopub_hwm=self.iopub_hwm)
+            self._transport = Transport(self._context, self._info, self._heartbeat, iopub_hwm=self.iopub_hwm)
         except zmq.ZMQError as exc:
             self.log.critical("cannot bind the kernel's ports on %s: %s", self._info.get("ip"), exc)
             self.exit(1)
@@ -145,6 +147,7 @@ class GKernelApp(ShellConfigHelp, Application):
             # Written only now: a client may signal the kernel as soon as the file exists.
             self._write_connection_file(info)
 
+        self._heartbeat.start()
         kernel.start()
         self._watch_parent(kernel)
         self.log.info("gkernel %s serving %s", __version__, self.connection_file)
@@ -154,6 +157,7 @@ class GKernelApp(ShellConfigHelp, Application):
             serve_until(kernel.shutdown_event, self.log)
         finally:
             kernel.close()
+            self._heartbeat.stop()
             process.stop()
             context.destroy(linger=0)
             if own_file:

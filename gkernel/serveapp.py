@@ -104,6 +104,7 @@ class ServeApp(ShellConfigHelp, Application):
         from gevent.event import Event
         from jupyter_client.session import Session
 
+        from .heartbeat import Heartbeat
         from .manage import ManagementServer
         from .process import ProcessRuntime, serve_until
 
@@ -112,7 +113,9 @@ class ServeApp(ShellConfigHelp, Application):
         stop = Event()
         host = None
         process = ProcessRuntime(lambda: list(host.kernels.values()), self.log, capture_fd=self.capture_fd)
-        host = KernelHost(context, process, parent=self)
+        heartbeat = Heartbeat(context)
+        heartbeat.start()
+        host = KernelHost(context, process, heartbeat, parent=self)
         process.start()
         secret = uuid.uuid4().hex
         session = Session(key=secret.encode(), username="gkernel-serve", parent=self)
@@ -134,6 +137,7 @@ class ServeApp(ShellConfigHelp, Application):
             os.remove(path)  # first: no provisioner may pick a host that is ending
             server.close()
             host.shutdown_all()
+            heartbeat.stop()
             process.stop()
             context.destroy(linger=0)
 

@@ -1,16 +1,16 @@
 """Binding a kernel's five channels from connection info.
 
 Shell, control and stdin are ROUTER sockets, IOPub an XPUB socket (a PUB
-that also reports subscriptions, so new subscribers can be welcomed) and the
-heartbeat a ROUTER echoed by :mod:`gkernel.heartbeat`.
+that also reports subscriptions, so new subscribers can be welcomed); the
+heartbeat endpoint is bound on the process's one heartbeat socket
+(:mod:`gkernel.heartbeat`).
 
 Sockets are bound as native zmq sockets as soon as the connection info is
 known, before gevent is set up: a client that connects to a port nobody has
 bound yet is refused and retries only after zmq's reconnect interval (100 ms),
 so binding early lets its first request wait in our socket instead.
 :meth:`Transport.green` then wraps the channel sockets in ``zmq.green``
-shadows (the same libzmq sockets), so waiting on them yields to the hub; the
-heartbeat socket stays native, for the heartbeat thread.
+shadows (the same libzmq sockets), so waiting on them yields to the hub.
 
 Ports given as 0 are chosen here by binding to a random port, and the chosen
 ones are written back into the connection info, so a connection file written
@@ -31,7 +31,6 @@ CHANNELS = {
     "control": zmq.ROUTER,
     "stdin": zmq.ROUTER,
     "iopub": zmq.XPUB,
-    "hb": zmq.ROUTER,
 }
 
 
@@ -46,17 +45,20 @@ class Transport:
 
     ``context`` is a native ``zmq.Context`` (the host owns and destroys it);
     ``info`` a connection-info dict (``transport``, ``ip``, ``*_port``) whose
-    zero ports are filled in; ``iopub_hwm`` is the IOPub send high-water
-    mark (messages per subscriber). After :meth:`green`, the attributes ``shell``,
-    ``control``, ``stdin`` and ``iopub`` are green sockets; ``hb`` is native.
+    zero ports are filled in; ``heartbeat`` the process's
+    :class:`~gkernel.heartbeat.Heartbeat`; ``iopub_hwm`` is the IOPub send
+    high-water mark (messages per subscriber). After :meth:`green`, the
+    attributes ``shell``, ``control``, ``stdin`` and ``iopub`` are green sockets.
     """
 
-    def __init__(self, context, info, iopub_hwm=1000, green_context=None):
+    def __init__(self, context, info, heartbeat, iopub_hwm=1000, green_context=None):
         self.context = context
         self.info = info
+        self._heartbeat = heartbeat
         self._iopub_hwm = iopub_hwm
         self._green = green_context is not None
         self._native = {}
+        self._hb_endpoint = None
         try:
             for name, kind in CHANNELS.items():
                 # Given a green context (the hub already runs), channel sockets
@@ -64,9 +66,9 @@ class Transport:
                 # one Python owner. (A native socket and its green shadow would
                 # both close the handle, and the second close could hit a new
                 # socket that reuses the address once a host discards kernels.)
-                owner = green_context if self._green and name != "hb" else context
-                self._native[name] = self._open(owner, name, kind)
+                self._native[name] = self._open(green_context if self._green else context, name, kind)
                 setattr(self, name, self._native[name])
+            self._hb_endpoint = heartbeat.run_on_socket(lambda sock: self._bind(sock, "hb"))
         except zmq.ZMQError:
             for sock in self._native.values():  # a refused kernel leaves nothing open
                 sock.close(linger=0)
@@ -113,6 +115,7 @@ class Transport:
                 port += 1
             sock.bind(_endpoint(transport, ip, port))
             self.info[key] = port
+        return _endpoint(transport, ip, self.info[key])
 
     def green(self):
         """Switch the channel sockets to ``zmq.green`` shadows; call after monkey-patching.
@@ -125,8 +128,7 @@ class Transport:
         if self._green:
             return
         for name, sock in self._native.items():
-            if name != "hb":
-                setattr(self, name, zmq.green.Socket.shadow(sock.underlying))
+            setattr(self, name, zmq.green.Socket.shadow(sock.underlying))
 
     def forget(self):
         """In a forked child: stop watching the sockets, which belong to the parent.
@@ -142,13 +144,16 @@ class Transport:
                 watcher.stop()
 
     def close(self):
-        """Close the channel sockets (the heartbeat closes its own) and remove ipc socket files."""
+        """Close the channel sockets, give up the heartbeat endpoint, and remove ipc socket files."""
         for name in self._native:
-            if name != "hb":
-                getattr(self, name).close()
+            getattr(self, name).close()
+        try:
+            self._heartbeat.run_on_socket(lambda sock: sock.unbind(self._hb_endpoint))
+        except (zmq.ZMQError, RuntimeError):
+            pass  # the heartbeat already stopped (the process is ending)
         if self.info["transport"] == "ipc":
-            # libzmq leaves them behind; unlinking a bound path is harmless for the heartbeat.
-            for name in CHANNELS:
+            # libzmq leaves them behind.
+            for name in (*CHANNELS, "hb"):
                 try:
                     os.remove(f"{self.info['ip']}-{self.info[f'{name}_port']}")
                 except OSError:

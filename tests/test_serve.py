@@ -176,6 +176,34 @@ def test_idle_kernels_without_clients_are_culled(tmp_path):
         host.close()
 
 
+def _pings(endpoint, timeout=1.0):
+    """Whether a heartbeat answers on *endpoint* within *timeout* seconds."""
+    import zmq
+
+    sock = zmq.Context.instance().socket(zmq.REQ)
+    sock.linger = 0
+    sock.connect(endpoint)
+    try:
+        sock.send(b"ping")
+        return bool(sock.poll(timeout * 1000)) and sock.recv() == b"ping"
+    finally:
+        sock.close()
+
+
+def test_one_heartbeat_thread_answers_for_every_kernel_of_a_host(host):
+    from test_runtime import thread_names
+
+    kernels = [host.api.create() for _ in range(20)]
+    endpoints = {k["id"]: f"tcp://{k['connection']['ip']}:{k['connection']['hb_port']}" for k in kernels}
+    assert all(_pings(endpoint) for endpoint in endpoints.values())
+    names = thread_names(host.proc.pid)
+    assert len([n for n in names if not n.startswith("ZMQbg")]) == 2, names  # the hub's and the heartbeat's
+    gone = kernels[0]["id"]
+    host.api.shutdown(gone)
+    assert not _pings(endpoints.pop(gone), timeout=0.5), "a closed kernel's heartbeat still answers"
+    assert all(_pings(endpoint) for endpoint in endpoints.values())
+
+
 def test_a_host_without_kernels_ends_after_its_timeout(tmp_path):
     host = Host(tmp_path, "--shutdown-no-kernels-timeout=1")
     try:
