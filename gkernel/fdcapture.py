@@ -14,7 +14,7 @@ returns at once. A hub timer polls the file's end every ``poll_interval``
 seconds, reads what is new from a separate descriptor in ``chunk_size``
 pieces, and frees the pages it has read (``fallocate(PUNCH_HOLE)``), so memory holds only what is unread.
 The stream router polls too before it buffers Python-level text, which keeps
-Python-level and fd-level writes in order (one ``lseek`` per write, :meth:`FdCapture.unread`).
+Python-level and fd-level writes in order (one ``lseek`` per write: see ``offset``).
 
 Thread affinity: hub thread only. Process-wide: a process has one fd 1, so
 its host owns the captures; :meth:`close` restores the original fds.
@@ -32,7 +32,6 @@ __all__ = ["FdCapture", "flush_c_stdio"]
 _FALLOC_FL_KEEP_SIZE = 0x01
 _FALLOC_FL_PUNCH_HOLE = 0x02
 _PAGE = os.sysconf("SC_PAGE_SIZE")
-_lseek, _SEEK_END = os.lseek, os.SEEK_END
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
 
@@ -78,10 +77,6 @@ class FdCapture:
         """A line-buffered text file on the original descriptor (for logs and echo)."""
         return open(self.saved_fd, "w", buffering=1, encoding="utf-8", errors="backslashreplace",
                     closefd=False)
-
-    def unread(self):
-        """Whether anything was written that :meth:`poll` has not read yet (one ``lseek``)."""
-        return _lseek(self.reader_fd, 0, _SEEK_END) != self.offset
 
     def poll(self, target=None):
         """Hand everything written so far to the sink."""

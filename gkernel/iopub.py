@@ -34,9 +34,9 @@ thread.
 from collections import deque
 
 import gevent
-import zmq
 from gevent import get_hub, getcurrent
 from gevent.event import Event
+from gevent.lock import Semaphore
 
 from ._threads import hub_thread_check
 
@@ -59,6 +59,8 @@ class IOPubPublisher:
         #: set while the queue is below max_queued
         self._room = Event()
         self._room.set()
+        #: held while a message's frames are being sent
+        self._sending = Semaphore()
         self._hub = get_hub()
         self._in_hub_thread = hub_thread_check()
         #: the sender and the welcomer, once started
@@ -135,30 +137,38 @@ class IOPubPublisher:
                 self._wakeup.wait()
             if queue[0] is _STOP:
                 break
-            self._send_next()
+            with self._sending:
+                if queue and queue[0] is not _STOP:
+                    self._send_next()
         self._idle.set()
 
-    def _send_next(self, flags=0):
+    def _send_next(self):
         frames = self._queue.popleft()
         self._queued_bytes -= sum(map(len, frames))
         if self._queued_bytes <= self.max_queued // 2:
             self._room.set()
         try:
-            self.socket.send_multipart(frames, flags, copy=False)
+            self.socket.send_multipart(frames, copy=False)
         except Exception:  # a send failure must not kill the publisher
             self.log.exception("IOPub send failed")
 
     def send_queued_now(self):
-        """Send what is queued from the calling greenlet, without waiting (see :mod:`gkernel.cpuwatch`).
+        """Send what is queued from the calling greenlet (see :mod:`gkernel.cpuwatch`).
 
         For a greenlet that holds the CPU and will not let the publisher
-        greenlet run. Safe because that greenlet is then suspended where it
-        waits for work (an XPUB socket never makes a sender wait), so it is
-        not in the middle of a send; it finds the queue shorter when it wakes.
+        greenlet run. A send can yield midway (pyzmq starts a helper for
+        large zero-copy frames): ``_sending`` keeps two senders from
+        interleaving the frames of their messages, and a send already under
+        way means the publisher greenlet is at work anyway.
         """
-        queue = self._queue
-        while queue and queue[0] is not _STOP:
-            self._send_next(zmq.NOBLOCK)
+        if not self._sending.acquire(blocking=False):
+            return
+        try:
+            queue = self._queue
+            while queue and queue[0] is not _STOP:
+                self._send_next()
+        finally:
+            self._sending.release()
 
     def flush(self, timeout=None):
         """Wait until everything queued so far has been handed to zmq."""

@@ -28,10 +28,9 @@ in order with that thread's other output.
 """
 
 import io
+import os
 
-from gevent import get_hub
-
-from gevent import getcurrent
+from gevent import get_hub, getcurrent
 
 from ._threads import hub_thread_check, os_thread_ident
 from .cells import CELL_KEY, CELL_VAR, current_cell
@@ -40,6 +39,7 @@ __all__ = ["KernelOutput", "StreamRouter", "STREAM_NAMES"]
 
 
 STREAM_NAMES = ("stdout", "stderr")
+_lseek, _SEEK_END = os.lseek, os.SEEK_END
 
 
 class KernelOutput:
@@ -156,6 +156,7 @@ class StreamRouter(io.TextIOBase):
         self.capture = capture
         self._isatty = isatty
         self._echo = echo
+        self._closed = False
 
     encoding = "utf-8"
     errors = "replace"
@@ -198,21 +199,34 @@ class StreamRouter(io.TextIOBase):
             return kernel, kernel.last_parent
         return None, None
 
+    def close(self):
+        self._closed = True
+
+    @property
+    def closed(self):
+        return self._closed
+
     def write(self, text):
+        # The hot path of every print (twice per print): no call that can be saved.
         if text.__class__ is not str and not isinstance(text, str):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
-        if self.closed:
+        if self._closed:
             raise ValueError("I/O operation on closed file.")
         if not text:
             return 0  # nothing to publish: no empty stream message
         if self._echo:
             self.original.write(text)
-        kernel, parent = self._target()
-        if kernel is None:
-            return self.original.write(text)
+        cell = CELL_VAR.get()
+        if cell is not None:
+            kernel, parent = cell.kernel, cell.parent
+        else:
+            kernel, parent = self._target()
+            if kernel is None:
+                return self.original.write(text)
         capture = self.capture
-        if capture is not None and capture.unread():
-            capture.poll((kernel, parent))  # fd-level output written before this text goes first
+        # capture.unread(), inlined: fd-level output written before this text goes first.
+        if capture is not None and _lseek(capture.reader_fd, 0, _SEEK_END) != capture.offset:
+            capture.poll((kernel, parent))
         kernel.output.write(self.name, text, parent)
         return len(text)
 

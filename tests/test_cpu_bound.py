@@ -74,6 +74,9 @@ def test_without_time_slicing_output_still_flows_but_nothing_else_runs(kc):
     try:
         assert_lines_arrive_as_printed(kc)
         assert result_of(kc, "len(ticks)") == "0"  # the ticker never got a turn before it was killed
+        # Published from the CPU tick, beside the publisher greenlet: every message whole, every line once.
+        reply, msgs = execute(kc, "for i in range(100000):\n    print(i)")
+        assert stdout_of(msgs) == "".join(f"{i}\n" for i in range(100000))
     finally:
         execute(kc, "%config Kernel.time_slicing = True")
 
