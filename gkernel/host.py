@@ -107,12 +107,15 @@ class KernelHost(LoggingConfigurable):
             raise HostError(f"this host already runs {len(self.kernels)} kernels (--max-kernels={self.max_kernels})")
         from jupyter_client.session import Session
 
+        # Given connection info, this is a restart: the former kernel's clients are reconnecting.
+        restart = bool(info)
         info = dict(info) if info else self._new_connection_info()
         transport = self._bind(info)
         transport.green()
         session = Session(key=info["key"].encode(), signature_scheme=info["signature_scheme"],
                           username="kernel", parent=self)
-        kernel = Kernel(session, transport, kernel_id=kernel_id, spare_shells=self._spare_shells(), parent=self)
+        kernel = Kernel(session, transport, kernel_id=kernel_id, spare_shells=self._spare_shells(),
+                        clients_may_reconnect=restart, parent=self)
         kernel.captures = list(self.process.captures.values())
         kernel.start()
         self.kernels[kernel.id] = kernel

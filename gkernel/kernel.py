@@ -47,7 +47,8 @@ __all__ = ["Kernel", "PROTOCOL_VERSION"]
 
 PROTOCOL_VERSION = "5.4"
 
-#: zmq's reconnect interval (100 ms) and a margin: clients of a restarted kernel are back by then
+#: zmq's reconnect interval (100 ms plus up to 100 ms of jitter) and a margin: clients of a
+#: restarted kernel are back by then
 _RECONNECT_WINDOW = 0.25
 
 #: msg_type -> (method name, declared content fields, whether it needs the IPython shell)
@@ -102,7 +103,8 @@ class Kernel(LoggingConfigurable):
                    "spinning cell still shows its output and can be interrupted, but nothing else runs."
     ).tag(config=True)
 
-    def __init__(self, session, transport, kernel_id=None, spare_shells=None, **kwargs):
+    def __init__(self, session, transport, kernel_id=None, spare_shells=None, clients_may_reconnect=False,
+                 **kwargs):
         super().__init__(**kwargs)
         self.id = kernel_id or str(uuid.uuid4())
         self.session = session
@@ -138,6 +140,8 @@ class Kernel(LoggingConfigurable):
         self._abort_sent_before = None
         #: whether the first request waited for IOPub subscribers (see _let_subscribers_in)
         self._subscribers_in = False
+        #: whether clients of a former kernel on these ports (a restart) may be reconnecting
+        self._clients_may_reconnect = clients_may_reconnect
         self._readers = []
         self._forked = False
         self._taking_in_control = False
@@ -380,14 +384,17 @@ class Kernel(LoggingConfigurable):
         A new kernel can get its first request before any subscription: a
         client connects its SUB socket and sends a request at once, and
         after a restart on the same ports the clients of the previous kernel
-        reconnect only at zmq's next reconnect attempt (every 100 ms). What
-        is published before a client subscribes never reaches it. So the
-        first request waits until one client has subscribed and the sockets
+        reconnect only at zmq's next reconnect attempt (100 to 200 ms apart),
+        possibly after another client (jupyter_server's activity watcher)
+        subscribed. What is published before a client subscribes never
+        reaches it. So the first request waits until one client has
+        subscribed and, when clients may be reconnecting, until the sockets
         have been bound for :data:`_RECONNECT_WINDOW`. Later clients need no
         wait: ``iopub_welcome`` tells them when their subscription is live.
         """
         self.publisher.wait_for_first_subscriber(self.iopub_subscriber_wait)
-        gevent.sleep(max(0.0, self.transport.bound_at + _RECONNECT_WINDOW - time.monotonic()))
+        if self._clients_may_reconnect:
+            gevent.sleep(max(0.0, self.transport.bound_at + _RECONNECT_WINDOW - time.monotonic()))
         self._subscribers_in = True
 
     def _answer(self, request):

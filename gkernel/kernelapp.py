@@ -16,6 +16,7 @@ restores the streams and fds, and exits 0.
 import json
 import os
 import signal
+import time
 
 from jupyter_core.paths import jupyter_config_path, jupyter_runtime_dir
 from traitlets import Bool, CaselessStrEnum, Integer, Unicode
@@ -137,7 +138,7 @@ class GKernelApp(ShellConfigHelp, Application):
         kernel = None
         process = ProcessRuntime(lambda: [kernel], self.log, capture_fd=self.capture_fd,
                                  isatty=self.isatty, echo=self.echo)
-        kernel = Kernel(session, transport, parent=self)
+        kernel = Kernel(session, transport, clients_may_reconnect=self._restarted(own_file), parent=self)
         process.start()
         kernel.captures = list(process.captures.values())
         signal.signal(signal.SIGINT, self._on_sigint(kernel))
@@ -199,6 +200,20 @@ class GKernelApp(ShellConfigHelp, Application):
                 raise KeyboardInterrupt
             kernel.interrupt()
         return on_sigint
+
+    def _restarted(self, own_file):
+        """Whether clients may be connected to our ports from before: the connection file is older
+        than this process (jupyter_client keeps it when it restarts a kernel)."""
+        if own_file:
+            return False
+        try:
+            written = os.path.getmtime(self.connection_file)
+            with open("/proc/self/stat") as f:
+                started_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        except (OSError, ValueError, IndexError):
+            return True  # cannot tell: wait the little it costs
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - started_ticks / os.sysconf("SC_CLK_TCK")
+        return written < time.time() - age - 0.5
 
     def _connection_info(self):
         """Connection info to bind, and whether this kernel chose the file name."""

@@ -200,7 +200,96 @@ def interrupt_reply_time(km, kc, code, by_message=False):
     return elapsed
 
 
+SPIN = "end = time.perf_counter() + {seconds}\nwhile time.perf_counter() < end: pass"
+
+
+def spinning_cell(kc, result):
+    """Seconds to the busy status and to the first output of a cell that prints, then spins 1.5 s."""
+    t0 = time.perf_counter()
+    msg_id = kc.execute("import time\nprint('started')\n" + SPIN.format(seconds=1.5))
+    busy = first = None
+    while True:
+        msg = kc.get_iopub_msg(timeout=10)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "busy":
+            busy = time.perf_counter() - t0
+        elif msg["msg_type"] == "stream" and first is None:
+            first = time.perf_counter() - t0
+        elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            break
+    wait_reply(kc, msg_id)
+    result["spin_busy"].append(busy)
+    result["spin_first_output"].append(first)
+
+
+def spin_rate(kc, seconds=2):
+    """Iterations per second of a pure-Python loop in a cell."""
+    code = f"import time\nn = 0\nend = time.perf_counter() + {seconds}\nwhile time.perf_counter() < end:\n    n += 1\nn"
+    msg_id = kc.execute(code)
+    while True:
+        msg = kc.get_iopub_msg(timeout=seconds + 10)
+        if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "execute_result":
+            rate = int(msg["content"]["data"]["text/plain"]) / seconds
+        if (msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "status"
+                and msg["content"]["execution_state"] == "idle"):
+            break
+    wait_reply(kc, msg_id)
+    return rate
+
+
+def time_slicing_cost(name, kc, result):
+    """The spinning loop's rate; for gkernel also with time-slicing off (its cost to the spinner)."""
+    result["spin_rate"].append(spin_rate(kc))
+    if name == "gkernel":
+        for code in ("%config Kernel.time_slicing = False", "%config Kernel.time_slicing = True"):
+            msg_id = kc.execute(code)
+            wait_reply(kc, msg_id)
+            wait_idle(kc, msg_id)
+            if code.endswith("False"):
+                result["spin_rate_unsliced"].append(spin_rate(kc))
+
+
+def neighbour_while_spinning(name, result, seconds=3):
+    """Execute round trips of one kernel while another spins the CPU: two kernels of one
+    gkernel serve host, or two ipykernel processes."""
+    from jupyter_client import BlockingKernelClient
+
+    if name == "gkernel":
+        proc, api = serve_host(2)
+        clients = []
+        for _ in range(2):
+            kc = BlockingKernelClient()
+            kc.load_connection_info(api.create()["connection"])
+            kc.start_channels(hb=False)
+            kc.wait_for_ready(timeout=30)
+            clients.append(kc)
+    else:
+        kernels = [start(KERNELS[name]) for _ in range(2)]
+        clients = [kc for _, kc, _, _ in kernels]
+    try:
+        spinner, neighbour = clients
+        for _ in range(20):
+            execute_round_trip(neighbour)
+        cell = spinner.execute("import time\n" + SPIN.format(seconds=seconds))
+        time.sleep(0.3)
+        deadline = time.monotonic() + seconds - 0.6
+        while time.monotonic() < deadline:
+            result["neighbour_spin"].append(execute_round_trip(neighbour))
+        wait_reply(spinner, cell)
+    finally:
+        if name == "gkernel":
+            for kc in clients:
+                kc.stop_channels()
+            api.stop()
+            proc.wait(timeout=60)
+        else:
+            for km, kc, _, _ in kernels:
+                stop(km, kc)
+
+
 def under_load(km, kc, result):
+    spinning_cell(kc, result)
     heartbeat_while_spinning(km, kc, result)
     control_while_sleeping(kc, result)
     result["interrupt_sleep"].append(interrupt_reply_time(km, kc, "import time\ntime.sleep(30)"))
@@ -357,8 +446,12 @@ def main():
     for _ in range(args.load_rounds):
         for name, (km, kc, _, _) in clients.items():
             under_load(km, kc, results[name])
+            time_slicing_cost(name, kc, results[name])
     for km, kc, _, _ in clients.values():
         stop(km, kc)
+    for _ in range(args.load_rounds):
+        for name in KERNELS:
+            neighbour_while_spinning(name, results[name])
     if args.serve_kernels:
         print(f"a gkernel serve host with {args.serve_kernels} kernels...", file=sys.stderr)
         serve_figures(results["gkernel"], args.serve_kernels)
@@ -390,12 +483,28 @@ def main():
     if args.notebooks:
         notebook_table(notebooks, args.notebooks)
     table(f"Under load ({args.load_rounds} rounds; lower is better)", results, [
+        ("status busy of a cell that prints, then spins the CPU", "spin_busy", 1000, "ms"),
+        ("its first output (printed before the spin)", "spin_first_output", 1000, "ms"),
+        ("execute round trip of a kernel while another one spins (gkernel: same host)",
+         "neighbour_spin", 1000, "ms"),
         ("heartbeat echo while a cell spins the CPU", "hb_spin", 1000, "ms"),
         ("kernel_info on control while a cell does gevent.sleep(2)", "control_sleep", 1000, "ms"),
         ("SIGINT to KeyboardInterrupt reply, cell in time.sleep(30)", "interrupt_sleep", 1000, "ms"),
         ("SIGINT to KeyboardInterrupt reply, cell in a CPU loop", "interrupt_cpu", 1000, "ms"),
         ("interrupt_request to KeyboardInterrupt reply, CPU loop", "interrupt_msg_cpu", 1000, "ms"),
     ])
+    time_slicing_table(results)
+
+
+def time_slicing_table(results):
+    g, i = results["gkernel"], results["ipykernel"]
+    on, off, plain = (statistics.median(values) / 1e6 for values in
+                      (g["spin_rate"], g["spin_rate_unsliced"], i["spin_rate"]))
+    print("A spinning cell's loop rate (millions of iterations/s; higher is better)\n")
+    print("| gkernel, time-slicing on | gkernel, time-slicing off | ipykernel | cost of time-slicing | "
+          "gkernel (on) / ipykernel |")
+    print("| ---: | ---: | ---: | ---: | ---: |")
+    print(f"| {on:.2f} | {off:.2f} | {plain:.2f} | {(1 - on / off) * 100:.1f}% | {on / plain:.2f}x |\n")
 
 
 def serve_table(results, n):
