@@ -1,10 +1,18 @@
-"""The dispatcher: a two-level priority queue served by one greenlet.
+"""The dispatcher: control first, then lanes of requests served by greenlets.
 
-Requests are queued by the channel readers with a priority (control before
-shell) and served in arrival order within a priority. Control requests are
-handled inline by the dispatcher greenlet and are short. A shell request gets
-its own greenlet -- the cell's execution greenlet -- and only one runs at a
-time; while it waits on gevent I/O, the dispatcher keeps serving control.
+Requests are queued by the channel readers with a priority and served in
+arrival order within it:
+
+* ``CONTROL`` requests are handled inline by the dispatcher greenlet, before
+  anything else, and are short.
+* ``SHELL`` requests run one at a time, each in a greenlet of its own -- the
+  cell's execution greenlet; while it waits on gevent I/O (or is time-sliced,
+  see :mod:`gkernel.cpuwatch`), the dispatcher keeps serving control.
+* ``COMM`` messages from the front end (``comm_open``, ``comm_msg``,
+  ``comm_close``) run one at a time too, in a lane of their own: beside a
+  running cell, so a cell that waits sees a widget move. A shell request
+  still waits for the comm messages that arrived before it, so a cell sees
+  the state the front end had when it was sent.
 
 Requests that arrived while a CPU-bound cell held the hub are still unread in
 the sockets when it ends, so before starting a shell request the dispatcher
@@ -12,14 +20,15 @@ lets the readers take in what was delivered (:func:`settle`): a
 control request sent before it is then served first.
 """
 
+import functools
 from collections import deque
 
 import gevent
 from gevent.event import Event
 
-__all__ = ["Dispatcher", "CONTROL", "SHELL", "settle"]
+__all__ = ["Dispatcher", "CONTROL", "SHELL", "COMM", "settle"]
 
-CONTROL, SHELL = 0, 1
+CONTROL, SHELL, COMM = 0, 1, 2
 
 
 def settle(timeout=0.05):
@@ -33,57 +42,88 @@ def settle(timeout=0.05):
         gevent.idle()
 
 
+class _Lane:
+    """Requests served one at a time, each in its own greenlet, in arrival order."""
+
+    __slots__ = ("queue", "greenlet", "running")
+
+    def __init__(self):
+        #: (arrival number, request) pairs
+        self.queue = deque()
+        self.greenlet = None
+        #: the arrival number of the request being served
+        self.running = None
+
+    def holds_before(self, arrival):
+        """Whether a request that arrived before *arrival* is queued or being served here."""
+        return (self.running is not None and self.running < arrival) or (bool(self.queue) and self.queue[0][0] < arrival)
+
+
 class Dispatcher:
     """Serves queued requests with ``handle(item)``; hub-thread only."""
 
-    def __init__(self, handle, spawn_shell, log):
+    def __init__(self, handle, spawn, log):
         self._handle = handle
-        #: ``spawn_shell(func, item)`` starts the greenlet of a shell request
-        self._spawn_shell = spawn_shell
+        #: ``spawn(func, item, lane)`` starts the greenlet of a SHELL or COMM request
+        self._spawn = spawn
         self.log = log
-        self._lanes = (deque(), deque())
+        self._control = deque()
+        self._lanes = {SHELL: _Lane(), COMM: _Lane()}
+        self._arrivals = 0
         self._wakeup = Event()
-        #: the greenlet running the current shell request, if any
-        self.shell_greenlet = None
         #: the dispatcher's own greenlet, once started
         self.greenlet = None
+
+    @property
+    def shell_greenlet(self):
+        """The greenlet running the current shell request, if any."""
+        return self._lanes[SHELL].greenlet
 
     def start(self):
         self.greenlet = gevent.spawn(self._run)
 
     def stop(self):
-        """Stop serving; a shell request still running is killed."""
-        glets = [g for g in (self.greenlet, self.shell_greenlet) if g is not None]
-        gevent.killall(glets, timeout=1)
+        """Stop serving; requests still running are killed."""
+        glets = [self.greenlet, *(lane.greenlet for lane in self._lanes.values())]
+        gevent.killall([g for g in glets if g is not None], timeout=1)
 
     def put(self, priority, item):
-        self._lanes[priority].append(item)
+        if priority == CONTROL:
+            self._control.append(item)
+        else:
+            self._arrivals += 1
+            self._lanes[priority].queue.append((self._arrivals, item))
         self._wakeup.set()
 
     def shell_pending(self):
         """How many shell requests wait behind the running one."""
-        return len(self._lanes[SHELL])
+        return len(self._lanes[SHELL].queue)
 
     def _next(self):
-        control, shell = self._lanes
+        """(priority, arrival number, item) of the next request to start."""
+        control, shell, comms = self._control, self._lanes[SHELL], self._lanes[COMM]
         while True:
             if control:
-                return CONTROL, control.popleft()
-            if shell and self.shell_greenlet is None:
+                return CONTROL, None, control.popleft()
+            if comms.queue and comms.greenlet is None:
+                return (COMM, *comms.queue.popleft())
+            if shell.queue and shell.greenlet is None and not comms.holds_before(shell.queue[0][0]):
                 settle()
-                if not control:
-                    return SHELL, shell.popleft()
+                if not control and not comms.holds_before(shell.queue[0][0]):
+                    return (SHELL, *shell.queue.popleft())
                 continue
             self._wakeup.clear()
             self._wakeup.wait()
 
     def _run(self):
         while True:
-            priority, item = self._next()
+            priority, arrival, item = self._next()
             if priority == CONTROL:
                 self._serve(item)
             else:
-                self.shell_greenlet = self._spawn_shell(self._serve_shell, item)
+                lane = self._lanes[priority]
+                lane.running = arrival
+                lane.greenlet = self._spawn(functools.partial(self._serve_in_lane, lane=lane), item, priority)
 
     def _serve(self, item):
         try:
@@ -91,9 +131,9 @@ class Dispatcher:
         except Exception:  # the handler answers errors itself; this is a bug guard
             self.log.exception("unhandled error while serving a request")
 
-    def _serve_shell(self, item):
+    def _serve_in_lane(self, item, lane):
         try:
             self._serve(item)
         finally:
-            self.shell_greenlet = None
+            lane.greenlet = lane.running = None
             self._wakeup.set()

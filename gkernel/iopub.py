@@ -77,9 +77,14 @@ class IOPubPublisher:
         """A new message dict (not yet sent)."""
         return self.session.msg(msg_type, content, parent=parent or {}, metadata=metadata)
 
-    def send(self, msg, topic=None):
-        """Queue a message dict for IOPub (waits only while the queue is full)."""
-        self.send_frames(self.session.serialize(msg, ident=(topic or msg["msg_type"]).encode()))
+    def send(self, msg, topic=None, buffers=None):
+        """Queue a message dict, and its binary *buffers*, for IOPub (waits only while the queue is full)."""
+        if isinstance(topic, str):
+            topic = topic.encode()
+        frames = self.session.serialize(msg, ident=topic or msg["msg_type"].encode())
+        if buffers:
+            frames += [bytes(buffer) for buffer in buffers]  # not signed, as in Session.send
+        self.send_frames(frames)
 
     def send_frames(self, frames):
         """Queue a message already serialized and signed (see :class:`QueueSocket`)."""
@@ -99,10 +104,10 @@ class IOPubPublisher:
             if current is not self._hub and current not in self.greenlets:
                 self._room.wait()  # backpressure; the hub and our own greenlets never wait
 
-    def publish(self, msg_type, content, parent=None, topic=None, metadata=None):
+    def publish(self, msg_type, content, parent=None, topic=None, metadata=None, buffers=None):
         """Queue one new message for IOPub; returns at once with the message dict."""
         msg = self.message(msg_type, content, parent, metadata)
-        self.send(msg, topic)
+        self.send(msg, topic, buffers)
         return msg
 
     def _welcome_subscribers(self):

@@ -36,7 +36,8 @@ from traitlets.config import LoggingConfigurable
 from . import __version__
 from ._threads import hub_thread_check, import_in_thread
 from .cells import CELL_VAR, Cell, cell_greenlets, current_cell, spawn_in_cell
-from .dispatcher import CONTROL, SHELL, Dispatcher, settle
+from .comms import KernelCommManager
+from .dispatcher import COMM, CONTROL, SHELL, Dispatcher, settle
 from .iopub import IOPubPublisher, QueueSocket
 from .messages import InvalidRequest, field, parse_content
 from .outstream import KernelOutput
@@ -50,6 +51,9 @@ PROTOCOL_VERSION = "5.4"
 #: zmq's reconnect interval (100 ms plus up to 100 ms of jitter) and a margin: clients of a
 #: restarted kernel are back by then
 _RECONNECT_WINDOW = 0.25
+
+#: messages from the front end to comms: served in a lane of their own (see gkernel.dispatcher)
+COMM_MESSAGES = frozenset({"comm_open", "comm_msg", "comm_close"})
 
 #: msg_type -> (method name, declared content fields, whether it needs the IPython shell)
 _HANDLERS = {}
@@ -94,7 +98,7 @@ class Kernel(LoggingConfigurable):
         0.05, help="Seconds output may wait in a stream buffer before it is published."
     ).tag(config=True)
     iopub_subscriber_wait = Float(
-        2.0, help="Seconds the first request of a kernel waits for a client to subscribe to IOPub, so that "
+        1.0, help="Seconds the first request of a kernel waits for a client to subscribe to IOPub, so that "
                   "none of its output is published to nobody (a client reconnecting after a restart)."
     ).tag(config=True)
     time_slicing = Bool(
@@ -127,6 +131,8 @@ class Kernel(LoggingConfigurable):
         #: next, as at the IPython prompt
         self.user_context = contextvars.Context()
         self.dispatcher = Dispatcher(self._serve, self._spawn_request, self.log)
+        #: the kernel's comms (:mod:`gkernel.comms`)
+        self.comm_manager = KernelCommManager(self)
         self.usage = UsageMeter()
         #: the most recent non-silent execute_request: owner of output from outside any cell
         self.last_parent = None
@@ -306,7 +312,8 @@ class Kernel(LoggingConfigurable):
             frames = sock.recv_multipart()
             request = self._parse(channel, frames)
             if request is not None:
-                self.dispatcher.put(priority, request)
+                lane = COMM if priority == SHELL and request.msg_type in COMM_MESSAGES else priority
+                self.dispatcher.put(lane, request)
 
     def _parse(self, channel, frames):
         """A Request, or None for a message that cannot be answered (logged)."""
@@ -342,10 +349,12 @@ class Kernel(LoggingConfigurable):
 
     # -- serving -------------------------------------------------------------
 
-    def _spawn_request(self, func, request):
-        # Each shell request roots its own spawn tree: see gkernel.cells.
+    def _spawn_request(self, func, request, lane):
+        # Each shell request roots its own spawn tree: see gkernel.cells. Comm messages are served
+        # beside a running cell, so in a copy of the kernel's context (a greenlet each may not share one).
         cell = Cell(self, request.msg, request.idents)
-        return spawn_in_cell(cell, self._run_shell_request, func, cell, request, context=self.user_context)
+        context = self.user_context if lane == SHELL else self.user_context.copy()
+        return spawn_in_cell(cell, self._run_shell_request, func, cell, request, context=context)
 
     def _run_shell_request(self, func, cell, request):
         CELL_VAR.set(cell)  # in the kernel's context: asyncio tasks created by this cell copy it
@@ -360,7 +369,10 @@ class Kernel(LoggingConfigurable):
         self._channel_parents[request.channel] = msg
         if not self._subscribers_in:
             self._let_subscribers_in()
-        self.publisher.publish("status", {"execution_state": "busy"}, parent=msg)
+        # A comm message served beside a running cell leaves the status alone: the kernel is busy.
+        quiet = msg_type in COMM_MESSAGES and self.dispatcher.shell_greenlet is not None
+        if not quiet:
+            self.publisher.publish("status", {"execution_state": "busy"}, parent=msg)
         try:
             if msg_type == "execute_request" and self._sent_before_abort(msg):
                 self._reply(request, {"status": "aborted"})
@@ -374,7 +386,8 @@ class Kernel(LoggingConfigurable):
         finally:
             self.last_activity = time.time()
             self.flush_output()
-            self.publisher.publish("status", {"execution_state": "idle"}, parent=msg)
+            if not quiet:
+                self.publisher.publish("status", {"execution_state": "idle"}, parent=msg)
             if request.after_reply is not None:
                 request.after_reply()
 
@@ -418,11 +431,13 @@ class Kernel(LoggingConfigurable):
             return getattr(self, method)(request, **kwargs)
         except InvalidRequest as exc:
             self.log.warning("%s: %s", request.channel, exc)
-            return {"status": "error", "ename": "InvalidRequest", "evalue": str(exc), "traceback": []}
+            error = {"status": "error", "ename": "InvalidRequest", "evalue": str(exc), "traceback": []}
         except Exception as exc:
             self.log.exception("error while serving %s", msg_type)
-            return {"status": "error", "ename": type(exc).__name__, "evalue": str(exc),
-                    "traceback": traceback.format_exception(exc)}
+            error = {"status": "error", "ename": type(exc).__name__, "evalue": str(exc),
+                     "traceback": traceback.format_exception(exc)}
+        # Only requests are answered (a comm message, say, gets no reply).
+        return error if msg_type.endswith("_request") else None
 
     def _reply(self, request, content):
         if content is None:
@@ -448,10 +463,13 @@ class Kernel(LoggingConfigurable):
             return cell.parent
         return self.last_parent
 
-    def publish_for_caller(self, msg_type, content):
-        """Publish *content* for the calling code's request (:meth:`current_parent`), after what it printed."""
+    def publish_for_caller(self, msg_type, content, **options):
+        """Publish *content* for the calling code's request (:meth:`current_parent`), after what it printed.
+
+        *options*: ``metadata``, ``buffers``, ``topic`` of :meth:`IOPubPublisher.publish`.
+        """
         self.flush_output()
-        self.publisher.publish(msg_type, content, parent=self.current_parent())
+        self.publisher.publish(msg_type, content, parent=self.current_parent(), **options)
 
     def _abort_queued(self):
         """After an error: abort every execute request sent before the error reply goes out.
@@ -603,7 +621,19 @@ class Kernel(LoggingConfigurable):
 
     @handles("comm_info_request", target_name=field(str, None))
     def comm_info_request(self, request, target_name):
-        return {"status": "ok", "comms": {}}
+        return {"status": "ok", "comms": self.comm_manager.comm_info(target_name)}
+
+    @handles("comm_open", needs_shell=True, comm_id=field(str), target_name=field(str))
+    def comm_open(self, request, comm_id, target_name):
+        self.comm_manager.comm_open(None, request.idents, request.msg)
+
+    @handles("comm_msg", needs_shell=True, comm_id=field(str))
+    def comm_msg(self, request, comm_id):
+        self.comm_manager.comm_msg(None, request.idents, request.msg)
+
+    @handles("comm_close", needs_shell=True, comm_id=field(str))
+    def comm_close(self, request, comm_id):
+        self.comm_manager.comm_close(None, request.idents, request.msg)
 
     @handles("connect_request")
     def connect_request(self, request):

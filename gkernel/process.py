@@ -1,8 +1,9 @@
 """What a process hosting kernels sets up once, whatever the number of kernels.
 
 ``sys.stdout``/``sys.stderr``, file descriptors 1 and 2, fork hooks, thread
-start, the CPU-time signal, the hub's error policy and IPython's singleton
-shell (``get_ipython()``, ``sys.displayhook``) are process-wide; the kernels of a process share them.
+start, the CPU-time signal, the hub's error policy, the ``comm`` package's
+functions and IPython's singleton shell (``get_ipython()``,
+``sys.displayhook``) are process-wide; the kernels of a process share them.
 :class:`ProcessRuntime` installs them for the kernels that ``kernels()``
 returns (one for ``python -m gkernel``, many for ``gkernel serve``) and
 undoes what can be undone at :meth:`stop`.
@@ -18,6 +19,7 @@ has run a cell yet.
 import os
 import sys
 
+from . import comms
 from .cells import follow_threads
 from .cpuwatch import CpuWatch
 from .forks import ForkRelay
@@ -67,6 +69,7 @@ class ProcessRuntime:
             for name in STREAM_NAMES
         )
         follow_threads()
+        comms.install(self.most_recent_kernel)
         ForkRelay(self.kernels, self.log).install()
         self.cpu_watch.install()
         _contain_greenlet_errors(gevent.get_hub())
@@ -77,6 +80,7 @@ class ProcessRuntime:
         if shell is not None:
             shell.uninstall_process_hooks()
         self.cpu_watch.uninstall()
+        comms.uninstall()
         sys.stdout, sys.stderr = self._originals
         for capture in self.captures.values():
             capture.close()

@@ -446,8 +446,15 @@ class GreenShell(InteractiveShell):
 
     def set_parent(self, parent):
         """As :meth:`set_thread_parent`, without a token (ipykernel also makes *parent* the
-        default of code outside any cell; in gkernel that stays the latest cell)."""
-        self.set_thread_parent(parent)
+        default of code outside any cell; in gkernel that stays the latest cell).
+
+        Setting the parent the calling code already has changes nothing: ipywidgets' Output
+        does that on entering ``with out:``, and the cell must stay the cell (its stdin, its count).
+        """
+        cell = current_cell()
+        if cell is None or cell.kernel is not self.kernel or cell.parent.get("header", {}).get("msg_id") \
+                != (parent or {}).get("header", {}).get("msg_id"):
+            self.set_thread_parent(parent)
 
     def _showtraceback(self, etype, evalue, stb):
         if issubclass(etype, gevent.GreenletExit):

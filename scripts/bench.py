@@ -298,13 +298,20 @@ def under_load(km, kc, result):
 
 
 class ShellPinger:
-    """A shell-only client (one DEALER): enough for kernel_info across a thousand kernels."""
+    """A lean client (a DEALER, and a SUB that is never read): enough for requests across a thousand
+    kernels. It subscribes to IOPub as every Jupyter client does: a kernel's first request waits
+    (up to Kernel.iopub_subscriber_wait) for a subscriber."""
 
     def __init__(self, context, info):
         import zmq
         from jupyter_client.session import Session
 
         self.session = Session(key=info["key"].encode(), signature_scheme=info["signature_scheme"])
+        self.iopub = context.socket(zmq.SUB)
+        self.iopub.linger = 0
+        self.iopub.rcvhwm = 1  # never read: keep next to nothing
+        self.iopub.subscribe(b"")
+        self.iopub.connect(f"tcp://{info['ip']}:{info['iopub_port']}")
         self.socket = context.socket(zmq.DEALER)
         self.socket.linger = 0
         self.socket.connect(f"tcp://{info['ip']}:{info['shell_port']}")
@@ -352,7 +359,7 @@ def serve_figures(result, max_kernels):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     context = zmq.Context()
-    context.max_sockets = 4 * max_kernels + 100
+    context.max_sockets = 4 * max_kernels + 100  # a DEALER and a SUB per kernel
     proc, api = serve_host(max_kernels)
     try:
         base = rss_of(proc.pid)

@@ -39,7 +39,6 @@ LEFT_OUT = {
         "requires implementation_version >= 2.1 (IPython's numbering) and kernel subshells (issue 13)",
     "tests/test_kernel.py::test_subshell": "kernel subshells are issue 13",
     "tests/test_message_spec.py::test_subshell": "kernel subshells are issue 13",
-    "tests/test_kernel.py::test_async_cell_waiting_for_comm_reply": "comms are issue 12",
 }
 
 

@@ -71,6 +71,26 @@ def test_outputs_match_nbclient(tmp_path, kernel_name):
     assert ours.metadata.language_info.name == "python"
 
 
+def test_widget_state_is_saved_as_nbclient_saves_it(tmp_path):
+    from test_real_notebooks import widget_state
+
+    def widgets_notebook():
+        return new_notebook(cells=[new_code_cell(source) for source in (
+            "import ipywidgets as w\nslider = w.IntSlider(value=3, description='n')\nslider",
+            "slider.value = 42\nw.HBox([w.Text('hi'), w.Checkbox(True)])",
+        )])
+
+    source = write(tmp_path / "widgets.ipynb", widgets_notebook())
+    done = run(source, "--kernel", KERNEL_NAME, "--output", "ran.ipynb", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    ours = nbformat.read(str(tmp_path / "ran.ipynb"), as_version=4)
+    theirs = widgets_notebook()
+    NotebookClient(theirs, kernel_name="python3", timeout=60).execute()
+    assert widget_state(ours) == widget_state(theirs)
+    states = ours.metadata.widgets["application/vnd.jupyter.widget-state+json"]["state"].values()
+    assert any(m["model_name"] == "IntSliderModel" and m["state"]["value"] == 42 for m in states)
+
+
 def test_parallel_runs_overlap_and_stay_apart(tmp_path):
     """Six notebooks, three at a time: each records only its own output, and at most three run at once."""
     sources = []

@@ -7,9 +7,13 @@ the same work from a greenlet, so that many notebooks run at once in one thread
 Conventions kept from nbclient: empty cells are not run; a cell tagged
 ``skip-execution`` is skipped and one tagged ``raises-exception`` may fail; the
 first failing cell ends the run unless errors are allowed; consecutive stream
-outputs of one name are merged; ``clear_output`` and display updates apply.
+outputs of one name are merged; ``clear_output`` and display updates apply;
+the state of the widgets the cells created is saved in the notebook's
+metadata (``widgets``, ``application/vnd.jupyter.widget-state+json``), so
+they render where the notebook is viewed.
 """
 
+import base64
 from time import monotonic
 
 import nbformat
@@ -45,6 +49,7 @@ class NotebookRunner:
         self.progress = progress or (lambda text: None)
         self.km = self.kc = None
         self._display_outputs = {}  # display_id -> the outputs showing it, for update_display_data
+        self._widgets = _WidgetState()
 
     def run(self):
         """Execute every code cell in order; raise :class:`RunFailed` if the run ended early."""
@@ -62,8 +67,10 @@ class NotebookRunner:
             for number, cell in enumerate(code_cells, 1):
                 self._run_cell(cell, f"[{number}/{len(code_cells)}]")
         except BaseException as exc:
+            self._widgets.save(self.nb)
             self._stop(now=not isinstance(exc, Exception))  # killed or ^C: no time for manners
             raise
+        self._widgets.save(self.nb)
         self._stop(now=False)
 
     def _stop(self, now):
@@ -77,7 +84,7 @@ class NotebookRunner:
             return
         cell.outputs = []
         cell.execution_count = None
-        cell_output = _CellOutput(cell, self._display_outputs)
+        cell_output = _CellOutput(cell, self._display_outputs, self._widgets)
         started = monotonic()
         allowed = self.allow_errors or "raises-exception" in tags
         msg_id = self.kc.execute(cell.source, allow_stdin=False, stop_on_error=not allowed)
@@ -113,9 +120,10 @@ class NotebookRunner:
 class _CellOutput:
     """What one cell's IOPub messages make of its ``outputs``."""
 
-    def __init__(self, cell, display_outputs):
+    def __init__(self, cell, display_outputs, widgets):
         self.cell = cell
         self.display_outputs = display_outputs
+        self.widgets = widgets
         self.clear_before_next = False
 
     def add(self, msg):
@@ -132,6 +140,8 @@ class _CellOutput:
                 output.data, output.metadata = content["data"], content["metadata"]
         elif msg_type in ("stream", "display_data", "execute_result", "error"):
             self._append(msg, content)
+        elif msg_type in ("comm_open", "comm_msg"):
+            self.widgets.add(content, msg.get("buffers") or [])
 
     def _append(self, msg, content):
         if self.clear_before_next:
@@ -147,3 +157,34 @@ class _CellOutput:
         display_id = content.get("transient", {}).get("display_id")
         if display_id:
             self.display_outputs.setdefault(display_id, []).append(output)
+
+
+class _WidgetState:
+    """The widget models' latest state, from their comm messages, as nbclient saves it."""
+
+    def __init__(self):
+        self.states = {}  # comm id -> state
+        self.buffers = {}  # comm id -> {buffer path: encoded buffer}
+
+    def add(self, content, buffers):
+        data = content.get("data") or {}
+        if not isinstance(data.get("state"), dict):
+            return  # a custom message, not a state update
+        comm_id = content["comm_id"]
+        self.states.setdefault(comm_id, {}).update(data["state"])
+        for path, buffer in zip(data.get("buffer_paths") or [], buffers):
+            self.buffers.setdefault(comm_id, {})[tuple(path)] = {
+                "data": base64.b64encode(bytes(buffer)).decode(), "encoding": "base64", "path": path}
+
+    def save(self, nb):
+        models = {}
+        for comm_id, state in self.states.items():
+            if "_model_name" not in state:
+                continue
+            models[comm_id] = {"model_name": state["_model_name"], "model_module": state.get("_model_module"),
+                               "model_module_version": state.get("_model_module_version"), "state": state}
+            if comm_id in self.buffers:
+                models[comm_id]["buffers"] = list(self.buffers[comm_id].values())
+        if models:
+            nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {
+                "state": models, "version_major": 2, "version_minor": 0}}
