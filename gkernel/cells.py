@@ -43,7 +43,8 @@ CELL_VAR = ContextVar("gkernel.cell", default=None)
 class Cell:
     """The kernel and request a piece of running code belongs to."""
 
-    __slots__ = ("kernel", "parent", "idents", "allow_stdin", "execution_count", "started")
+    __slots__ = ("kernel", "parent", "idents", "allow_stdin", "execution_count", "started", "silent", "error",
+                 "error_in_display")
 
     def __init__(self, kernel, parent, idents=()):
         self.kernel = kernel
@@ -58,6 +59,11 @@ class Cell:
         self.execution_count = None
         #: when the request started (time.monotonic())
         self.started = time.monotonic()
+        #: an execute request's: whether it is silent (its errors are not published), the error
+        #: content of its last traceback, whether that came from formatting its result (it then failed)
+        self.silent = False
+        self.error = None
+        self.error_in_display = False
 
 
 def spawn_in_cell(cell, func, *args, context=None):

@@ -8,11 +8,14 @@ arrival order within it:
 * ``SHELL`` requests run one at a time, each in a greenlet of its own -- the
   cell's execution greenlet; while it waits on gevent I/O (or is time-sliced,
   see :mod:`gkernel.cpuwatch`), the dispatcher keeps serving control.
+* each kernel subshell (JEP 91; :meth:`Dispatcher.add_lane`) is one more
+  lane like ``SHELL``: its requests run one at a time, beside the other
+  lanes' -- a greenlet each, no thread.
 * ``COMM`` messages from the front end (``comm_open``, ``comm_msg``,
   ``comm_close``) run one at a time too, in a lane of their own: beside a
-  running cell, so a cell that waits sees a widget move. A shell request
-  still waits for the comm messages that arrived before it, so a cell sees
-  the state the front end had when it was sent.
+  running cell, so a cell that waits sees a widget move. A shell or
+  subshell request still waits for the comm messages that arrived before
+  it, so a cell sees the state the front end had when it was sent.
 
 Requests that arrived while a CPU-bound cell held the hub are still unread in
 the sockets when it ends, so before starting a shell request the dispatcher
@@ -64,7 +67,7 @@ class Dispatcher:
 
     def __init__(self, handle, spawn, log):
         self._handle = handle
-        #: ``spawn(func, item, lane)`` starts the greenlet of a SHELL or COMM request
+        #: ``spawn(func, item, lane)`` starts the greenlet of a request of a lane (not CONTROL)
         self._spawn = spawn
         self.log = log
         self._control = deque()
@@ -87,43 +90,71 @@ class Dispatcher:
         glets = [self.greenlet, *(lane.greenlet for lane in self._lanes.values())]
         gevent.killall([g for g in glets if g is not None], timeout=1)
 
-    def put(self, priority, item):
-        if priority == CONTROL:
+    def put(self, lane, item):
+        """Queue *item* for *lane*: CONTROL, SHELL, COMM or a subshell id (:meth:`add_lane`)."""
+        if lane == CONTROL:
             self._control.append(item)
         else:
             self._arrivals += 1
-            self._lanes[priority].queue.append((self._arrivals, item))
+            self._lanes[lane].queue.append((self._arrivals, item))
         self._wakeup.set()
+
+    def add_lane(self, key):
+        """A new lane (a subshell's), served beside the others."""
+        self._lanes[key] = _Lane()
+
+    def remove_lane(self, key):
+        """End a lane: its running request is killed; returns the requests still queued in it."""
+        lane = self._lanes.pop(key)
+        if lane.greenlet is not None:
+            lane.greenlet.kill(block=False)
+        return [item for _, item in lane.queue]
+
+    def has_lane(self, key):
+        return key in self._lanes
+
+    def lanes(self):
+        """The keys of the subshells' lanes, in creation order."""
+        return [key for key in self._lanes if key not in (SHELL, COMM)]
 
     def shell_pending(self):
         """How many shell requests wait behind the running one."""
         return len(self._lanes[SHELL].queue)
 
+    def _startable(self, key, lane, comms):
+        """Whether *lane*'s next request may start: the lane is free and, for a shell lane, no
+        comm message that arrived before that request is still waiting or running."""
+        if not lane.queue or lane.greenlet is not None:
+            return False
+        return key == COMM or not comms.holds_before(lane.queue[0][0])
+
     def _next(self):
-        """(priority, arrival number, item) of the next request to start."""
-        control, shell, comms = self._control, self._lanes[SHELL], self._lanes[COMM]
+        """(lane, arrival number, item) of the next request to start."""
+        control, comms = self._control, self._lanes[COMM]
         while True:
             if control:
                 return CONTROL, None, control.popleft()
-            if comms.queue and comms.greenlet is None:
-                return (COMM, *comms.queue.popleft())
-            if shell.queue and shell.greenlet is None and not comms.holds_before(shell.queue[0][0]):
-                settle()
-                if not control and not comms.holds_before(shell.queue[0][0]):
-                    return (SHELL, *shell.queue.popleft())
-                continue
-            self._wakeup.clear()
-            self._wakeup.wait()
+            for key, lane in list(self._lanes.items()):
+                if not self._startable(key, lane, comms):
+                    continue
+                if key != COMM:
+                    settle()  # let control requests that were already delivered go first
+                    if control or self._lanes.get(key) is not lane or not self._startable(key, lane, comms):
+                        break
+                return (key, *lane.queue.popleft())
+            else:
+                self._wakeup.clear()
+                self._wakeup.wait()
 
     def _run(self):
         while True:
-            priority, arrival, item = self._next()
-            if priority == CONTROL:
+            key, arrival, item = self._next()
+            if key == CONTROL:
                 self._serve(item)
             else:
-                lane = self._lanes[priority]
+                lane = self._lanes[key]
                 lane.running = arrival
-                lane.greenlet = self._spawn(functools.partial(self._serve_in_lane, lane=lane), item, priority)
+                lane.greenlet = self._spawn(functools.partial(self._serve_in_lane, lane=lane), item, key)
 
     def _serve(self, item):
         try:

@@ -39,14 +39,13 @@ from .cells import CELL_VAR, Cell, cell_greenlets, current_cell, spawn_in_cell
 from .comms import KernelCommManager
 from .dispatcher import COMM, CONTROL, SHELL, Dispatcher, settle
 from .iopub import IOPubPublisher, QueueSocket
-from .messages import InvalidRequest, field, parse_content
+from .messages import PROTOCOL_VERSION, InvalidRequest, UnknownSubshellError, field, parse_content
 from .outstream import KernelOutput
 from .stdin import StdinChannel, install_patches, remove_patches
 from .usage import UsageMeter
 
-__all__ = ["Kernel", "PROTOCOL_VERSION"]
+__all__ = ["Kernel"]
 
-PROTOCOL_VERSION = "5.4"
 
 #: zmq's reconnect interval (100 ms plus up to 100 ms of jitter) and a margin: clients of a
 #: restarted kernel are back by then
@@ -80,7 +79,7 @@ class Request:
         self.channel = channel
         self.idents = idents
         self.msg = msg
-        #: why the content could not be parsed, if it could not
+        #: the InvalidRequest to answer with instead of serving it, if any
         self.error = error
         self.after_reply = None
         #: the reply's metadata
@@ -142,8 +141,11 @@ class Kernel(LoggingConfigurable):
         self.last_activity = time.time()
         #: set once a shutdown_request has been answered; the host then calls close()
         self.shutdown_event = Event()
-        #: after a failed cell with stop_on_error: execute requests sent before this moment are aborted
-        self._abort_sent_before = None
+        #: per lane (SHELL or a subshell id), after a failed cell with stop_on_error: execute
+        #: requests of that lane sent before this moment are aborted
+        self._abort_sent_before = {}
+        #: subshell id -> the context variables of its requests
+        self._subshell_contexts = {}
         #: whether the first request waited for IOPub subscribers (see _let_subscribers_in)
         self._subscribers_in = False
         #: whether clients of a former kernel on these ports (a restart) may be reconnecting
@@ -312,8 +314,21 @@ class Kernel(LoggingConfigurable):
             frames = sock.recv_multipart()
             request = self._parse(channel, frames)
             if request is not None:
-                lane = COMM if priority == SHELL and request.msg_type in COMM_MESSAGES else priority
-                self.dispatcher.put(lane, request)
+                self.dispatcher.put(self._lane_of(request, priority), request)
+
+    def _lane_of(self, request, priority):
+        """The dispatcher lane of a request read with *priority*: a comm message's, its subshell's."""
+        if priority == CONTROL:
+            return CONTROL
+        if request.msg_type in COMM_MESSAGES:
+            return COMM
+        subshell_id = request.msg["header"].get("subshell_id")
+        if subshell_id is None:
+            return SHELL
+        if isinstance(subshell_id, str) and self.dispatcher.has_lane(subshell_id):
+            return subshell_id
+        request.error = UnknownSubshellError(subshell_id)
+        return CONTROL  # answered at once, with busy and idle (a client waits for them)
 
     def _parse(self, channel, frames):
         """A Request, or None for a message that cannot be answered (logged)."""
@@ -345,15 +360,22 @@ class Kernel(LoggingConfigurable):
             return None
         msg = {"header": header, "msg_id": header.get("msg_id"), "msg_type": header["msg_type"],
                "parent_header": {}, "metadata": {}, "content": {}, "buffers": []}
-        return Request(channel, idents, msg, error=f"content is not valid JSON: {exc}")
+        return Request(channel, idents, msg,
+                       error=InvalidRequest(f"{header['msg_type']}: content is not valid JSON: {exc}"))
 
     # -- serving -------------------------------------------------------------
 
     def _spawn_request(self, func, request, lane):
-        # Each shell request roots its own spawn tree: see gkernel.cells. Comm messages are served
-        # beside a running cell, so in a copy of the kernel's context (a greenlet each may not share one).
+        # Each request roots its own spawn tree: see gkernel.cells. Lanes run side by side, and
+        # greenlets running at once may not share a context: the main shell's requests run in the
+        # kernel's context, each subshell's in one of its own, comm messages in a copy.
         cell = Cell(self, request.msg, request.idents)
-        context = self.user_context if lane == SHELL else self.user_context.copy()
+        if lane == SHELL:
+            context = self.user_context
+        elif lane == COMM:
+            context = self.user_context.copy()
+        else:
+            context = self._subshell_contexts[lane]
         return spawn_in_cell(cell, self._run_shell_request, func, cell, request, context=context)
 
     def _run_shell_request(self, func, cell, request):
@@ -416,7 +438,7 @@ class Kernel(LoggingConfigurable):
         entry = _HANDLERS.get(msg_type)
         try:
             if request.error:
-                raise InvalidRequest(f"{msg_type}: {request.error}")
+                raise request.error
             if entry is None:
                 self.log.warning("%s: unknown message type %r", request.channel, msg_type)
                 if not msg_type.endswith("_request"):
@@ -431,7 +453,7 @@ class Kernel(LoggingConfigurable):
             return getattr(self, method)(request, **kwargs)
         except InvalidRequest as exc:
             self.log.warning("%s: %s", request.channel, exc)
-            error = {"status": "error", "ename": "InvalidRequest", "evalue": str(exc), "traceback": []}
+            error = {"status": "error", "ename": type(exc).__name__, "evalue": str(exc), "traceback": []}
         except Exception as exc:
             self.log.exception("error while serving %s", msg_type)
             error = {"status": "error", "ename": type(exc).__name__, "evalue": str(exc),
@@ -471,16 +493,19 @@ class Kernel(LoggingConfigurable):
         self.flush_output()
         self.publisher.publish(msg_type, content, parent=self.current_parent(), **options)
 
-    def _abort_queued(self):
-        """After an error: abort every execute request sent before the error reply goes out.
+    def _abort_queued(self, msg):
+        """After an error in request *msg*: abort every execute request of its (sub)shell sent
+        before the error reply goes out.
 
         Whether a request was already queued, still unread in the socket or
         still on its way, its header's date says when the client sent it.
         """
-        self._abort_sent_before = datetime.datetime.now(datetime.timezone.utc)
+        lane = msg["header"].get("subshell_id") or SHELL
+        self._abort_sent_before[lane] = datetime.datetime.now(datetime.timezone.utc)
 
     def _sent_before_abort(self, msg):
-        cutoff, date = self._abort_sent_before, msg["header"].get("date")
+        lane = msg["header"].get("subshell_id") or SHELL
+        cutoff, date = self._abort_sent_before.get(lane), msg["header"].get("date")
         if cutoff is None or not isinstance(date, datetime.datetime):
             return False
         if date.tzinfo is None:  # a client that sends naive dates means UTC (jupyter_client's convention)
@@ -518,15 +543,12 @@ class Kernel(LoggingConfigurable):
             self.publisher.publish("execute_input", {"code": code, "execution_count": count},
                                    parent=request.msg)
         self._exit_requested = None
-        shell.silent = silent
+        cell.silent = silent
         # busy and execute_input reach the wire before any user code runs: a cell that spins the
         # CPU would not let the publisher greenlet send them until it ends.
         self.publisher.flush(timeout=1.0)
         cell_id = (request.msg.get("metadata") or {}).get("cellId")
-        try:
-            result = shell.run_cell(code, store_history=store_history, silent=silent, cell_id=cell_id)
-        finally:
-            shell.silent = False
+        result = shell.run_cell(code, store_history=store_history, silent=silent, cell_id=cell_id)
         error = result.error_before_exec or result.error_in_exec
         if isinstance(error, gevent.GreenletExit):
             raise error  # the kernel is ending this cell (shutdown): no reply
@@ -537,12 +559,12 @@ class Kernel(LoggingConfigurable):
             if not keep:  # as in the reference kernel: the reply goes out, then the kernel ends
                 request.after_reply = self.shutdown_event.set
         reply = {"execution_count": shell.execution_count - 1, "payload": payload}
-        if result.success and not shell.error_in_display:
+        if result.success and not cell.error_in_display:
             return {"status": "ok", **reply, "user_expressions": shell.user_expressions(user_expressions)}
         self.flush_output()
         if stop_on_error:
-            self._abort_queued()
-        failure = shell.last_error or {"ename": type(error).__name__, "evalue": str(error), "traceback": []}
+            self._abort_queued(request.msg)
+        failure = cell.error or {"ename": type(error).__name__, "evalue": str(error), "traceback": []}
         return {"status": "error", **reply, "user_expressions": {}, **failure}
 
     @handles("kernel_info_request")
@@ -568,6 +590,7 @@ class Kernel(LoggingConfigurable):
                 {"text": "gevent", "url": "https://www.gevent.org"},
             ],
             "debugger": False,
+            "supported_features": ["kernel subshells"],
         }
 
     @handles("complete_request", needs_shell=True, code=field(str), cursor_pos=field(int, None))
@@ -644,6 +667,28 @@ class Kernel(LoggingConfigurable):
     @handles("usage_request")
     def usage_request(self, request):
         return self.usage.reply_content()
+
+    @handles("create_subshell_request")
+    def create_subshell_request(self, request):
+        subshell_id = str(uuid.uuid4())
+        self._subshell_contexts[subshell_id] = contextvars.Context()
+        self.dispatcher.add_lane(subshell_id)
+        return {"status": "ok", "subshell_id": subshell_id}
+
+    @handles("delete_subshell_request", subshell_id=field(str))
+    def delete_subshell_request(self, request, subshell_id):
+        if subshell_id not in self._subshell_contexts:
+            raise UnknownSubshellError(subshell_id)
+        del self._subshell_contexts[subshell_id]
+        self._abort_sent_before.pop(subshell_id, None)
+        for queued in self.dispatcher.remove_lane(subshell_id):  # answered, not dropped
+            queued.error = UnknownSubshellError(subshell_id)
+            self.dispatcher.put(CONTROL, queued)
+        return {"status": "ok"}
+
+    @handles("list_subshell_request")
+    def list_subshell_request(self, request):
+        return {"status": "ok", "subshell_id": self.dispatcher.lanes()}
 
     @handles("interrupt_request")
     def interrupt_request(self, request):

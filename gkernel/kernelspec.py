@@ -14,6 +14,7 @@ from traitlets import Bool, Unicode
 from traitlets.config import Application
 
 from . import __version__
+from .messages import PROTOCOL_VERSION
 
 __all__ = ["kernel_spec", "install", "InstallApp", "UninstallApp"]
 
@@ -33,6 +34,8 @@ def kernel_spec(display_name="Python 3 (gkernel)", python=None, serve=False):
         # Both modes reach a cell that spins the CPU; SIGINT also breaks a
         # blocking call outside gevent, which uses no CPU.
         "interrupt_mode": "signal",
+        # 5.5: kernel subshells
+        "kernel_protocol_version": PROTOCOL_VERSION,
         "metadata": {"debugger": False, "gkernel": {"version": __version__}},
     }
     if serve:

@@ -7,13 +7,23 @@ back to the client in the error reply. Handlers never see a missing or
 wrongly typed field.
 """
 
-__all__ = ["InvalidRequest", "field", "parse_content", "REQUIRED"]
+__all__ = ["PROTOCOL_VERSION", "InvalidRequest", "UnknownSubshellError", "field", "parse_content", "REQUIRED"]
+
+#: the messaging protocol spoken: 5.4 adds iopub_welcome, 5.5 kernel subshells
+PROTOCOL_VERSION = "5.5"
 
 REQUIRED = object()
 
 
 class InvalidRequest(Exception):
     """A request the kernel cannot serve as sent (missing or wrongly typed field)."""
+
+
+class UnknownSubshellError(InvalidRequest):
+    """A request for a subshell that does not exist (named as ipykernel names it)."""
+
+    def __init__(self, subshell_id):
+        super().__init__(f"Unknown subshell_id {subshell_id!r}")
 
 
 class field:

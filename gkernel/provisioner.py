@@ -32,6 +32,16 @@ from .manage import HostClient, HostError, find_host_file
 __all__ = ["ServeProvisioner"]
 
 
+#: the hosts this process started (they outlive the kernels that started them): kept, and polled,
+#: so that an ended host is reaped rather than left a zombie or reported as still running when collected
+_started_hosts = []
+
+
+def _keep_for_reaping(proc):
+    _started_hosts[:] = [host for host in _started_hosts if host.poll() is None]
+    _started_hosts.append(proc)
+
+
 class ServeProvisioner(KernelProvisionerBase):
     host_file = Unicode("", help="Host file of the host to use (default: the newest running one, "
                                  "or a new one started on demand).").tag(config=True)
@@ -104,6 +114,7 @@ class ServeProvisioner(KernelProvisionerBase):
                        f"--shutdown-no-kernels-timeout={self.host_shutdown_no_kernels_timeout:g}"]
             proc = subprocess.Popen(command, stdin=subprocess.DEVNULL,
                                     stdout=log, stderr=log, start_new_session=True)
+        _keep_for_reaping(proc)
         deadline = time.monotonic() + self.host_start_timeout
         while time.monotonic() < deadline:
             path = find_host_file()

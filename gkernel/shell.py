@@ -38,6 +38,7 @@ from contextlib import nullcontext
 
 import gevent
 from gevent import getcurrent
+from gevent.event import Event
 from gevent.selectors import GeventSelector
 from IPython.core.autocall import ZMQExitAutocall
 from IPython.core.builtin_trap import BuiltinTrap
@@ -311,12 +312,6 @@ class GreenShell(InteractiveShell):
         #: the kernel's asyncio loop (made on first use) and the greenlet running it between cells
         self._event_loop = None
         self._loop_runner = None
-        #: the error content of the current request's last traceback, if any
-        self.last_error = None
-        #: whether that traceback came from formatting the cell's result (the cell then failed)
-        self.error_in_display = False
-        #: whether the current request is silent: its errors are not published
-        self.silent = False
         self.loop_runner = self._run_coroutine
         if kernel is not None:
             self._serve(kernel)
@@ -416,11 +411,6 @@ class GreenShell(InteractiveShell):
     def set_next_input(self, text, replace=False):
         self.payload_manager.write_payload({"source": "set_next_input", "text": text, "replace": replace})
 
-    def run_cell(self, *args, **kwargs):
-        self.last_error = None
-        self.error_in_display = False
-        return super().run_cell(*args, **kwargs)
-
     # ipykernel's API for output of threads: which request does the caller's output belong to?
 
     def get_parent(self):
@@ -461,12 +451,15 @@ class GreenShell(InteractiveShell):
             return  # the kernel is ending this cell; see Kernel.execute_request
         if issubclass(etype, asyncio.CancelledError) and self._in_interrupted_task():
             return
-        self.last_error = {"ename": etype.__name__, "evalue": str(evalue), "traceback": stb}
-        if self.displayhook.is_active:
-            self.error_in_display = True  # IPython's formatter caught it; the cell still failed
-        if self.silent:
-            return
-        self.kernel.publish_for_caller("error", self.last_error)
+        error = {"ename": etype.__name__, "evalue": str(evalue), "traceback": stb}
+        cell = current_cell()
+        if cell is not None and cell.kernel is self.kernel:  # else: not a request's (a greenlet's, say)
+            cell.error = error
+            if self.displayhook.is_active:
+                cell.error_in_display = True  # IPython's formatter caught it; the cell still failed
+            if cell.silent:
+                return
+        self.kernel.publish_for_caller("error", error)
 
     def _get_exc_info(self, exc_tuple=None):
         etype, value, tb = super()._get_exc_info(exc_tuple)
@@ -510,6 +503,8 @@ class GreenShell(InteractiveShell):
         the interrupt already reported).
         """
         loop = self.asyncio_loop()
+        if self._loop_runner is None:
+            return self._await_beside(loop, coro)
         self._stop_loop_runner()
         task = loop.create_task(coro)
         try:
@@ -520,6 +515,21 @@ class GreenShell(InteractiveShell):
             raise
         finally:
             self._start_loop_runner()
+
+    @staticmethod
+    def _await_beside(loop, coro):
+        """Top-level ``await`` while a cell of another subshell runs the loop: *coro* becomes a
+        task there, and this cell's greenlet waits for it (cooperatively)."""
+        task = loop.create_task(coro)
+        done = Event()
+        task.add_done_callback(lambda _: done.set())
+        try:
+            done.wait()
+        except BaseException:
+            task.gkernel_interrupted = True
+            task.cancel()
+            raise
+        return task.result()
 
     def system_piped(self, cmd):
         """``!cmd``: its output streams to the cell as it comes; the exit code goes to ``_exit_code``."""

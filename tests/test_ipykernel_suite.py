@@ -1,11 +1,13 @@
 """ipykernel's own wire-level tests, unchanged, run against gkernel.
 
-ipykernel's ``tests/test_message_spec.py`` and ``tests/test_kernel.py`` start
-their kernels through jupyter_client's default kernelspec, ``python3``. This
-module takes them from the source distribution of the ipykernel installed
-here (:func:`conftest.sdist`) and runs those two files in a pytest subprocess
-whose ``JUPYTER_PATH`` puts first a kernelspec named ``python3`` that starts
-gkernel. Nothing in ipykernel's files is changed.
+ipykernel's ``tests/test_message_spec.py``, ``tests/test_kernel.py`` and
+``tests/test_subshells.py`` start their kernels through jupyter_client's
+default kernelspec, ``python3``. This module takes them from the source
+distribution of the ipykernel installed here (:func:`conftest.sdist`) and
+runs them in a pytest subprocess whose ``JUPYTER_PATH`` puts first a
+kernelspec named ``python3`` that starts gkernel (the subshell tests also
+against one that starts gkernel-serve kernels). Nothing in ipykernel's files
+is changed.
 
 The tests left out, and why, are in ``LEFT_OUT``.
 """
@@ -17,6 +19,17 @@ import sys
 import pytest
 
 from conftest import GKERNEL, sdist
+
+
+def stop_hosts(runtime_dir):
+    """Stop the gkernel serve hosts the provisioner started in *runtime_dir*."""
+    from gkernel.manage import HostClient, HostError, find_host_file
+
+    while (path := find_host_file(runtime_dir)) is not None:
+        try:
+            HostClient(path, timeout=5).stop()
+        except HostError:
+            break
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -36,16 +49,29 @@ LEFT_OUT = {
     "tests/test_kernel.py::test_subprocess_noprint": "same private method",
     "tests/test_kernel.py::test_subprocess_error": "same private method",
     "tests/test_message_spec.py::test_kernel_info_request":
-        "requires implementation_version >= 2.1 (IPython's numbering) and kernel subshells (issue 13)",
-    "tests/test_kernel.py::test_subshell": "kernel subshells are issue 13",
-    "tests/test_message_spec.py::test_subshell": "kernel subshells are issue 13",
+        "requires implementation_version >= 2.1 (IPython's numbering)",
+    "tests/test_subshells.py::test_thread_counts":
+        "asserts that each subshell adds an OS thread; gkernel's subshells are greenlets, on purpose",
+    "tests/test_subshells.py::test_thread_ids":
+        "asserts that a subshell runs in another OS thread than the main shell; same design difference",
+    "tests/test_subshells.py::test_comm_reply_follows_requesting_subshell":
+        "asserts that a comm callback runs in the OS thread of the request that sent the comm's last "
+        "message; gkernel serves comm messages in their own lane, beside every subshell (README: comms)",
+}
+
+#: (kernelspec options, ipykernel's test files run against it)
+KERNELS = {
+    "gkernel": ([], ["tests/test_message_spec.py", "tests/test_kernel.py", "tests/test_subshells.py"]),
+    "gkernel-serve": (["--serve"], ["tests/test_subshells.py"]),
 }
 
 
-def test_ipykernel_wire_tests_pass_against_gkernel(tmp_path):
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_ipykernel_wire_tests_pass_against_gkernel(tmp_path, kernel):
+    options, files = KERNELS[kernel]
     source = sdist("ipykernel", ["tests/", "pyproject.toml"])
     prefix = tmp_path / "prefix"
-    subprocess.run([GKERNEL, "install", "--prefix", str(prefix), "--name", "python3"],
+    subprocess.run([GKERNEL, "install", "--prefix", str(prefix), "--name", "python3", *options],
                    check=True, capture_output=True)
     env = dict(os.environ, JUPYTER_PATH=str(prefix / "share" / "jupyter"))
     for var, sub in (("JUPYTER_DATA_DIR", "data"), ("JUPYTER_RUNTIME_DIR", "runtime"),
@@ -54,9 +80,11 @@ def test_ipykernel_wire_tests_pass_against_gkernel(tmp_path):
     command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "timeout", "--timeout", "60",
                "--color=no",
                "-o", "asyncio_default_fixture_loop_scope=function", "-q",
-               "tests/test_message_spec.py", "tests/test_kernel.py",
-               *(arg for test in LEFT_OUT for arg in ("--deselect", test))]
-    run = subprocess.run(command, cwd=source, env=env, capture_output=True, text=True, timeout=840)
+               *files, *(arg for test in LEFT_OUT for arg in ("--deselect", test))]
+    try:
+        run = subprocess.run(command, cwd=source, env=env, capture_output=True, text=True, timeout=840)
+    finally:
+        stop_hosts(env["JUPYTER_RUNTIME_DIR"])
     summary = run.stdout.strip().splitlines()[-1] if run.stdout.strip() else ""
     print(run.stdout[-3000:], run.stderr[-2000:])
     assert run.returncode == 0, f"ipykernel's tests failed against gkernel: {summary}\n{run.stdout[-6000:]}"

@@ -9,7 +9,7 @@ Importing this package imports zmq.green and jupyter_client; call
 ``gevent.monkey.patch_all()`` before, if the program patches at all.
 """
 
-from .errors import ConnectionFileError, KernelDiedError, KernelTimeoutError, ProvisionerError
+from .errors import ConnectionFileError, KernelDiedError, KernelTimeoutError, ProvisionerError, RequestError
 from .kernelclient import GreenKernelClient
 from .manager import GreenKernelManager, start_new_kernel
 
@@ -20,5 +20,6 @@ __all__ = [
     "KernelDiedError",
     "KernelTimeoutError",
     "ProvisionerError",
+    "RequestError",
     "start_new_kernel",
 ]

@@ -14,6 +14,7 @@ thread.
 
 import logging
 from collections import deque
+from contextlib import contextmanager
 from time import monotonic
 
 import gevent
@@ -40,6 +41,7 @@ class GreenSocketChannel:
     def __init__(self, socket, session, loop=None):
         self.socket = socket
         self.session = session
+        self._extra_header = {}
         # The session's parent is the client, whose log leads to the application's.
         self.log = getattr(session.parent, "log", None) or logging.getLogger(__name__)
         self._messages = deque()
@@ -93,7 +95,18 @@ class GreenSocketChannel:
         return bool(self._messages)
 
     def send(self, msg):
+        if self._extra_header:
+            msg["header"].update(self._extra_header)
         self.session.send(self.socket, msg)
+
+    @contextmanager
+    def extra_header(self, **fields):
+        """Add *fields* to the header of each message sent meanwhile (JEP 91's ``subshell_id``, say)."""
+        self._extra_header = fields
+        try:
+            yield
+        finally:
+            self._extra_header = {}
 
     def start(self):
         """Nothing to do: the reader runs from the start, as jupyter_client's channels poll from the start."""
@@ -128,6 +141,7 @@ class GreenHBChannel:
             address = "tcp://%s:%i" % address
         self.context = context
         self.session = session
+        self._extra_header = {}
         self.address = address
         self.curve_serverkey = curve_serverkey
         self.socket = None

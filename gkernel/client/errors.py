@@ -6,7 +6,7 @@ situation, so code written for BlockingKernelClient still catches it.
 
 import queue
 
-__all__ = ["ConnectionFileError", "KernelDiedError", "KernelTimeoutError", "ProvisionerError"]
+__all__ = ["ConnectionFileError", "KernelDiedError", "KernelTimeoutError", "ProvisionerError", "RequestError"]
 
 
 class KernelTimeoutError(TimeoutError, queue.Empty):
@@ -27,3 +27,11 @@ class ConnectionFileError(ValueError):
 
 class ProvisionerError(RuntimeError):
     """The kernelspec's provisioner waits on an asyncio loop, which a thread-free manager has not got."""
+
+
+class RequestError(RuntimeError):
+    """The kernel answered a request with an error reply (an unknown subshell, say); ``content`` is the reply's."""
+
+    def __init__(self, content):
+        super().__init__(f"{content.get('ename', 'error')}: {content.get('evalue', '')}")
+        self.content = content

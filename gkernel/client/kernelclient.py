@@ -29,7 +29,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from .._limits import MAX_SOCKETS
 from .channels import GreenHBChannel, GreenSocketChannel
-from .errors import ConnectionFileError, KernelDiedError, KernelTimeoutError
+from .errors import ConnectionFileError, KernelDiedError, KernelTimeoutError, RequestError
 
 __all__ = ["GreenKernelClient"]
 
@@ -189,8 +189,7 @@ class GreenKernelClient(KernelClient):
             if reply["parent_header"].get("msg_id") == msg_id:
                 return reply
 
-    # replies come on the shell channel, as in BlockingKernelClient
-    execute = reqrep(wrapped, KernelClient.execute)
+    # replies come on the shell channel, as in BlockingKernelClient (execute: below)
     history = reqrep(wrapped, KernelClient.history)
     complete = reqrep(wrapped, KernelClient.complete)
     inspect = reqrep(wrapped, KernelClient.inspect)
@@ -242,6 +241,32 @@ class GreenKernelClient(KernelClient):
         except KernelTimeoutError:
             return False
 
+    def execute(self, *args, subshell_id=None, reply=False, timeout=None, **kwargs):
+        """jupyter_client's ``execute`` (``reply=True`` waits for the reply); with *subshell_id*, in that
+        kernel subshell (see :meth:`create_subshell`)."""
+        with self.shell_channel.extra_header(**({} if subshell_id is None else {"subshell_id": subshell_id})):
+            msg_id = KernelClient.execute(self, *args, **kwargs)
+        return self._recv_reply(msg_id, timeout) if reply else msg_id
+
+    def create_subshell(self, timeout=None):
+        """A new kernel subshell (JEP 91): its requests run beside the main shell's. Returns its id."""
+        return self._control_request("create_subshell_request", {}, timeout)["subshell_id"]
+
+    def delete_subshell(self, subshell_id, timeout=None):
+        self._control_request("delete_subshell_request", {"subshell_id": subshell_id}, timeout)
+
+    def list_subshells(self, timeout=None):
+        return self._control_request("list_subshell_request", {}, timeout)["subshell_id"]
+
+    def _control_request(self, msg_type, content, timeout):
+        """The content of the reply to a control request; raises :class:`RequestError` on an error reply."""
+        msg = self.session.msg(msg_type, content)
+        self.control_channel.send(msg)
+        reply = self._recv_reply(msg["header"]["msg_id"], timeout, channel="control")["content"]
+        if reply.get("status") != "ok":
+            raise RequestError(reply)
+        return reply
+
     def execute_interactive(
         self,
         code,
@@ -253,6 +278,7 @@ class GreenKernelClient(KernelClient):
         timeout=None,
         output_hook=None,
         stdin_hook=None,
+        subshell_id=None,
     ):
         """Execute ``code``, pass its output to ``output_hook`` and input requests to ``stdin_hook``; return the reply.
 
@@ -267,6 +293,7 @@ class GreenKernelClient(KernelClient):
             user_expressions=user_expressions,
             allow_stdin=allow_stdin,
             stop_on_error=stop_on_error,
+            subshell_id=subshell_id,
         )
         return self.follow(msg_id, timeout, output_hook, stdin_hook, allow_stdin)
 
