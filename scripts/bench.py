@@ -238,6 +238,38 @@ def spin_rate(kc, seconds=2):
     return rate
 
 
+def control_request(kc, msg_type, content=None):
+    msg = kc.session.msg(msg_type, content or {})
+    kc.control_channel.send(msg)
+    while True:
+        reply = kc.get_control_msg(timeout=10)
+        if reply["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
+            return reply["content"]
+
+
+def subshell_while_busy(kc, result, seconds=3):
+    """Execute round trips in a kernel subshell while the main shell sleeps, then while it spins."""
+    subshell = control_request(kc, "create_subshell_request")["subshell_id"]
+    try:
+        for key, busy in (("subshell_sleep", f"import time\ntime.sleep({seconds})"),
+                          ("subshell_spin", "import time\n" + SPIN.format(seconds=seconds))):
+            cell = kc.execute(busy)
+            time.sleep(0.3)
+            deadline = time.monotonic() + seconds - 0.6
+            while time.monotonic() < deadline:
+                msg = kc.session.msg("execute_request", {"code": "pass", "silent": False})
+                msg["header"]["subshell_id"] = subshell
+                t0 = time.perf_counter()
+                kc.shell_channel.send(msg)
+                wait_reply(kc, msg["header"]["msg_id"])
+                wait_idle(kc, msg["header"]["msg_id"])
+                result[key].append(time.perf_counter() - t0)
+            wait_reply(kc, cell)
+            wait_idle(kc, cell)
+    finally:
+        control_request(kc, "delete_subshell_request", {"subshell_id": subshell})
+
+
 def time_slicing_cost(name, kc, result):
     """The spinning loop's rate; for gkernel also with time-slicing off (its cost to the spinner)."""
     result["spin_rate"].append(spin_rate(kc))
@@ -453,6 +485,7 @@ def main():
     for _ in range(args.load_rounds):
         for name, (km, kc, _, _) in clients.items():
             under_load(km, kc, results[name])
+            subshell_while_busy(kc, results[name])
             time_slicing_cost(name, kc, results[name])
     for km, kc, _, _ in clients.values():
         stop(km, kc)
@@ -494,6 +527,8 @@ def main():
         ("its first output (printed before the spin)", "spin_first_output", 1000, "ms"),
         ("execute round trip of a kernel while another one spins (gkernel: same host)",
          "neighbour_spin", 1000, "ms"),
+        ("execute round trip in a subshell while the main shell runs time.sleep(3)", "subshell_sleep", 1000, "ms"),
+        ("execute round trip in a subshell while the main shell spins the CPU", "subshell_spin", 1000, "ms"),
         ("heartbeat echo while a cell spins the CPU", "hb_spin", 1000, "ms"),
         ("kernel_info on control while a cell does gevent.sleep(2)", "control_sleep", 1000, "ms"),
         ("SIGINT to KeyboardInterrupt reply, cell in time.sleep(30)", "interrupt_sleep", 1000, "ms"),
