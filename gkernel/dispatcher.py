@@ -48,14 +48,14 @@ def settle(timeout=0.05):
 class _Lane:
     """Requests served one at a time, each in its own greenlet, in arrival order."""
 
-    __slots__ = ("queue", "greenlet", "running")
+    __slots__ = ("queue", "greenlet", "running", "item")
 
     def __init__(self):
         #: (arrival number, request) pairs
         self.queue = deque()
         self.greenlet = None
-        #: the arrival number of the request being served
-        self.running = None
+        #: the arrival number of the request being served, and the request
+        self.running = self.item = None
 
     def holds_before(self, arrival):
         """Whether a request that arrived before *arrival* is queued or being served here."""
@@ -81,6 +81,11 @@ class Dispatcher:
     def shell_greenlet(self):
         """The greenlet running the current shell request, if any."""
         return self._lanes[SHELL].greenlet
+
+    @property
+    def shell_request(self):
+        """The shell request being served, if any."""
+        return self._lanes[SHELL].item
 
     def start(self):
         self.greenlet = gevent.spawn(self._run)
@@ -153,7 +158,7 @@ class Dispatcher:
                 self._serve(item)
             else:
                 lane = self._lanes[key]
-                lane.running = arrival
+                lane.running, lane.item = arrival, item
                 lane.greenlet = self._spawn(functools.partial(self._serve_in_lane, lane=lane), item, key)
 
     def _serve(self, item):
@@ -166,5 +171,5 @@ class Dispatcher:
         try:
             self._serve(item)
         finally:
-            lane.greenlet = lane.running = None
+            lane.greenlet = lane.running = lane.item = None
             self._wakeup.set()

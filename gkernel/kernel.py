@@ -391,10 +391,7 @@ class Kernel(LoggingConfigurable):
         self._channel_parents[request.channel] = msg
         if not self._subscribers_in:
             self._let_subscribers_in()
-        # A comm message served beside a running cell leaves the status alone: the kernel is busy.
-        quiet = msg_type in COMM_MESSAGES and self.dispatcher.shell_greenlet is not None
-        if not quiet:
-            self.publisher.publish("status", {"execution_state": "busy"}, parent=msg)
+        self.publisher.publish("status", {"execution_state": "busy"}, parent=msg)
         try:
             if msg_type == "execute_request" and self._sent_before_abort(msg):
                 self._reply(request, {"status": "aborted"})
@@ -408,8 +405,13 @@ class Kernel(LoggingConfigurable):
         finally:
             self.last_activity = time.time()
             self.flush_output()
-            if not quiet:
-                self.publisher.publish("status", {"execution_state": "idle"}, parent=msg)
+            self.publisher.publish("status", {"execution_state": "idle"}, parent=msg)
+            if msg_type in COMM_MESSAGES and self.dispatcher.shell_request is not None:
+                # Served beside a running cell. Its idle is needed (ipywidgets sends a model's next
+                # update once the previous one is idle), but a front end takes any status for the
+                # kernel's: the running cell's busy goes out again.
+                self.publisher.publish("status", {"execution_state": "busy"},
+                                       parent=self.dispatcher.shell_request.msg)
             if request.after_reply is not None:
                 request.after_reply()
 

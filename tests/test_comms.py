@@ -47,6 +47,17 @@ def iopub_of(kc, msg_id, timeout=10):
     return msgs
 
 
+def iopub_until_idle_of(kc, msg_id, timeout=20):
+    """Every IOPub message, whatever its parent, until the idle status of request *msg_id*."""
+    msgs = []
+    while True:
+        msg = kc.get_iopub_msg(timeout=timeout)
+        msgs.append(msg)
+        if (msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "status"
+                and msg["content"]["execution_state"] == "idle"):
+            return msgs
+
+
 def comm_info(kc, target_name=None):
     content = {} if target_name is None else {"target_name": target_name}
     msg_id = kc.comm_info(**content) if target_name else kc.comm_info()
@@ -116,10 +127,16 @@ def test_a_comm_message_is_handled_while_a_cell_waits_cooperatively(kc):
     elapsed = time.monotonic() - sent
     assert reply["content"]["status"] == "ok"
     assert elapsed > 0.8, "the cell had ended before the message was sent: nothing was shown"
-    lines = stdout_of(collect_iopub(kc, cell)).split()
+    iopub_during = iopub_until_idle_of(kc, cell)
+    lines = stdout_of([m for m in iopub_during if m["parent_header"].get("msg_id") == cell]).split()
     assert lines[0] == "0" and lines[-1] == "42" and "42" in lines[:15], lines  # seen while the cell ran
-    # Beside a running cell a comm message leaves the kernel's status alone.
-    assert not [m for m in iopub_of(kc, msg_id, timeout=1) if m["msg_type"] == "status"]
+    # Beside a running cell a comm message gets its busy and idle (ipywidgets waits for that idle before
+    # it sends a model's next update), and the cell's busy follows, for front ends that show the status.
+    statuses = [(m["parent_header"]["msg_id"], m["content"]["execution_state"])
+                for m in iopub_during if m["msg_type"] == "status"]
+    comm_statuses = [state for parent, state in statuses if parent == msg_id]
+    assert comm_statuses == ["busy", "idle"]
+    assert statuses[statuses.index((msg_id, "idle")) + 1] == (cell, "busy")
 
 
 def test_a_cell_sees_the_comm_messages_sent_before_it(kc):
