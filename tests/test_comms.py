@@ -182,6 +182,24 @@ def test_ipywidgets_slider_interact_and_output(kc):
     assert result_of(kc, "calls") == "[5, 9]"
 
 
+def test_interactive_output_and_linked_widgets(kc):
+    reply, msgs = execute(kc, "import ipywidgets as w\n"
+                              "a = w.IntSlider(value=1)\nb = w.IntSlider(value=2)\n"
+                              "link = w.link((a, 'value'), (b, 'value'))\n"
+                              "shown = []\n"
+                              "out = w.interactive_output(lambda x: shown.append(x), {'x': a})\n"
+                              "a.comm.comm_id")
+    assert reply["content"]["status"] == "ok", reply["content"]
+    comm_id = outputs(msgs, "execute_result")[0]["data"]["text/plain"].strip("'")
+    update = {"method": "update", "state": {"value": 7}, "buffer_paths": []}
+    echoed = iopub_of(kc, send_shell(kc, "comm_msg", {"comm_id": comm_id, "data": update}))
+    # The linked slider follows, and the front end is told: a state update for b on the wire.
+    assert result_of(kc, "(a.value, b.value, shown)") == "(7, 7, [1, 7])"
+    b_id = result_of(kc, "b.comm.comm_id").strip("'")
+    assert any(m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == b_id
+               and m["content"]["data"].get("state", {}).get("value") == 7 for m in echoed)
+
+
 def test_an_output_widget_captures_a_greenlet_the_cell_spawned(kc):
     msg_id = kc.execute("import gevent, ipywidgets as w\nfrom IPython.display import display\n"
                         "out = w.Output()\ndisplay(out)\n"
