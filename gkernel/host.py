@@ -105,11 +105,11 @@ class KernelHost(LoggingConfigurable):
         """Start a kernel; returns it. A restart passes the connection info and id to reuse."""
         if len(self.kernels) >= self.max_kernels:
             raise HostError(f"this host already runs {len(self.kernels)} kernels (--max-kernels={self.max_kernels})")
-        from jupyter_client.session import Session
+        from .session import VerifyingSession as Session
 
         # Given connection info, this is a restart: the former kernel's clients are reconnecting.
         restart = bool(info)
-        info = dict(info) if info else self._new_connection_info()
+        info = self._checked(info) if info else self._new_connection_info()
         transport = self._bind(info)
         transport.green()
         session = Session(key=info["key"].encode(), signature_scheme=info["signature_scheme"],
@@ -122,6 +122,35 @@ class KernelHost(LoggingConfigurable):
         gevent.spawn(self._end_when_asked, kernel)
         self.log.info("kernel %s started on %s", kernel.id, info["ip"])
         return kernel
+
+    def _checked(self, info):
+        """A caller's connection info, if this host may bind it: HostError otherwise.
+
+        The caller chooses ports (a restart reuses its kernel's), never a
+        wider address than the host was started with, nor a kernel without a
+        key (it would run unsigned requests).
+        """
+        ports = {f"{name}_port": info.get(f"{name}_port", 0) for name in ("shell", "iopub", "stdin", "control", "hb")}
+        for name, port in ports.items():
+            if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+                raise HostError(f"create: connection {name} must be a port number, not {port!r}")
+        key, scheme = info.get("key"), info.get("signature_scheme", "hmac-sha256")
+        if not isinstance(key, str) or not key:
+            raise HostError("create: connection key must be a non-empty string (a kernel without a key "
+                            "would run unsigned requests)")
+        if scheme not in ("hmac-sha256", "hmac-sha512", "hmac-md5", "hmac-sha1"):
+            raise HostError(f"create: unsupported signature_scheme {scheme!r}")
+        transport, ip = info.get("transport", self.transport), info.get("ip")
+        if transport != self.transport:
+            raise HostError(f"create: this host binds {self.transport}, not {transport!r} (--transport)")
+        if transport == "tcp" and ip != self.ip:
+            raise HostError(f"create: this host binds kernels on {self.ip}, not {ip!r} (--ip)")
+        if transport == "ipc":
+            from jupyter_core.paths import jupyter_runtime_dir
+
+            if not isinstance(ip, str) or os.path.dirname(os.path.abspath(ip)) != os.path.abspath(jupyter_runtime_dir()):
+                raise HostError(f"create: ipc paths must be in the runtime directory, not {ip!r}")
+        return {"transport": transport, "ip": ip, "key": key, "signature_scheme": scheme, **ports}
 
     def _new_connection_info(self):
         key = uuid.uuid4().hex

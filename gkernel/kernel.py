@@ -41,6 +41,7 @@ from .dispatcher import COMM, CONTROL, SHELL, Dispatcher, settle
 from .iopub import IOPubPublisher, QueueSocket
 from .messages import PROTOCOL_VERSION, InvalidRequest, UnknownSubshellError, field, parse_content
 from .outstream import KernelOutput
+from .session import DropLog
 from .stdin import StdinChannel, install_patches, remove_patches
 from .usage import UsageMeter
 
@@ -151,6 +152,8 @@ class Kernel(LoggingConfigurable):
         #: whether clients of a former kernel on these ports (a restart) may be reconnecting
         self._clients_may_reconnect = clients_may_reconnect
         self._readers = []
+        #: the log of dropped messages, rate-limited: a flood of garbage is not a flood of log lines
+        self._drops = DropLog(self.log)
         self._forked = False
         self._taking_in_control = False
         self._interrupt_current = False
@@ -335,7 +338,7 @@ class Kernel(LoggingConfigurable):
         try:
             idents, msg_list = self.session.feed_identities(frames)
         except ValueError:
-            self.log.warning("%s: dropped a message without the <IDS|MSG> delimiter (%d frames)",
+            self._drops.warning("%s: dropped a message without the <IDS|MSG> delimiter (%d frames)",
                              channel, len(frames))
             return None
         try:
@@ -346,7 +349,7 @@ class Kernel(LoggingConfigurable):
             # Authentic (parsing comes after the signature check) but unparseable.
             return self._unparseable(channel, idents, msg_list, exc)
         except Exception as exc:
-            self.log.warning("%s: dropped an unauthenticated or malformed message: %s", channel, exc)
+            self._drops.warning("%s: dropped an unauthenticated or malformed message: %s", channel, exc)
             return None
         return Request(channel, idents, msg)
 
@@ -356,7 +359,7 @@ class Kernel(LoggingConfigurable):
             header = self.session.unpack(msg_list[1])
             header["msg_type"]
         except Exception:
-            self.log.warning("%s: dropped a message whose header cannot be parsed: %s", channel, exc)
+            self._drops.warning("%s: dropped a message whose header cannot be parsed: %s", channel, exc)
             return None
         msg = {"header": header, "msg_id": header.get("msg_id"), "msg_type": header["msg_type"],
                "parent_header": {}, "metadata": {}, "content": {}, "buffers": []}

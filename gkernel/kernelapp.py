@@ -129,7 +129,7 @@ class GKernelApp(ShellConfigHelp, Application):
             self.exit(1)
 
     def start(self):
-        from jupyter_client.session import Session
+        from .session import VerifyingSession as Session
 
         info, own_file, context, transport = self._info, self._own_file, self._context, self._transport
         session = Session(key=info["key"].encode(), signature_scheme=info["signature_scheme"],

@@ -27,6 +27,7 @@ import gevent
 import zmq
 
 from .host import HostError
+from .session import DropLog
 
 __all__ = ["ManagementServer", "HostClient", "HostError", "find_host_file"]
 
@@ -44,6 +45,7 @@ class ManagementServer:
         #: called for the ``stop`` operation, after its reply
         self._stop = stop
         self._greenlet = None
+        self._drops = DropLog(log)
 
     def start(self):
         self._greenlet = gevent.spawn(self._run)
@@ -54,24 +56,30 @@ class ManagementServer:
         self.socket.close(linger=500)
 
     def _run(self):
+        """Serve requests until closed: no request, however malformed, ends this loop."""
         while True:
             frames = self.socket.recv_multipart()
             try:
                 idents, msg_list = self.session.feed_identities(frames)
                 msg = self.session.deserialize(msg_list)
-                op = msg["header"]["msg_type"].removesuffix("_request")
+                op = str(msg["header"]["msg_type"]).removesuffix("_request")
             except Exception as exc:
-                self.log.warning("management: dropped an unauthenticated or malformed request: %s", exc)
+                self._drops.warning("management: dropped an unauthenticated or malformed request: %s", exc)
                 continue
-            content, after = self._answer(op, msg["content"])
-            self.session.send(self.socket, f"{op}_reply", content, parent=msg, ident=idents)
-            if after is not None:
-                after()
+            try:
+                content, after = self._answer(op, msg["content"])
+                self.session.send(self.socket, f"{op}_reply", content, parent=msg, ident=idents)
+                if after is not None:
+                    after()
+            except Exception:
+                self.log.exception("management: error while answering %s", op)
 
     def _answer(self, op, args):
         """(reply content, what to do once it is sent)."""
         host = self.host
         try:
+            if not isinstance(args, dict):
+                raise HostError(f"{op}: the request's content must be an object")
             if op == "create":
                 connection = args.get("connection")  # a restart in place reuses ports and key
                 if connection is not None and not isinstance(connection, dict):
@@ -97,6 +105,9 @@ class ManagementServer:
         except HostError as exc:
             self.log.warning("management: %s", exc)
             return {"status": "error", "evalue": str(exc)}, None
+        except Exception as exc:  # a bug, not the caller's mistake; still answered
+            self.log.exception("management: %s failed", op)
+            return {"status": "error", "evalue": f"{op} failed: {type(exc).__name__}: {exc}"}, None
 
     def _stats(self):
         usage = resource.getrusage(resource.RUSAGE_SELF)

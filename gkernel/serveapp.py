@@ -102,7 +102,7 @@ class ServeApp(ShellConfigHelp, Application):
         import gevent
         import zmq
         from gevent.event import Event
-        from jupyter_client.session import Session
+        from .session import VerifyingSession as Session
 
         from .heartbeat import Heartbeat
         from .manage import ManagementServer

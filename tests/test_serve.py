@@ -120,6 +120,46 @@ def test_bad_requests_get_clear_errors(host, tmp_path):
     assert len(host.api.list()) == 0  # and the host still serves
 
 
+@pytest.mark.parametrize("op", ["create", "interrupt", "restart", "shutdown", "list", "stats"])
+@pytest.mark.parametrize("content", [[], "text", 7, None])
+def test_a_request_whose_content_is_not_an_object_gets_an_error_and_the_api_lives(host, op, content):
+    from jupyter_client.session import Session
+
+    from gkernel.manage import HostError
+
+    session = Session(key=host.api.info["key"].encode(), signature_scheme=host.api.info["signature_scheme"])
+    msg = session.msg(f"{op}_request", {})
+    msg["content"] = json.dumps(content).encode()  # packed already: Session would refuse a non-object
+    session.send(host.api._socket, msg)
+    assert host.api._socket.poll(10000), f"{op} with content {content!r} was not answered"
+    _, parts = session.feed_identities(host.api._socket.recv_multipart())
+    reply = session.deserialize(parts)
+    assert reply["content"]["status"] == "error" and "must be an object" in reply["content"]["evalue"]
+    with pytest.raises(HostError, match="no kernel"):
+        host.api.shutdown("still-answering")
+
+
+@pytest.mark.parametrize("connection, refused", [
+    ({"key": "k", "ip": "0.0.0.0", "transport": "tcp"}, "binds kernels on 127.0.0.1"),
+    ({"key": "", "ip": "127.0.0.1", "transport": "tcp"}, "non-empty string"),
+    ({"ip": "127.0.0.1", "transport": "tcp"}, "non-empty string"),
+    ({"key": "k", "ip": "127.0.0.1", "transport": "tcp", "shell_port": "9"}, "port number"),
+    ({"key": "k", "ip": "127.0.0.1", "transport": "tcp", "shell_port": 70000}, "port number"),
+    ({"key": "k", "ip": "127.0.0.1", "transport": "udp"}, "binds tcp"),
+    ({"key": "k", "ip": "127.0.0.1", "transport": "tcp", "signature_scheme": "rot13"}, "signature_scheme"),
+])
+def test_create_refuses_a_connection_the_host_may_not_bind(host, connection, refused):
+    from gkernel.manage import HostError
+
+    with pytest.raises(HostError, match=refused):
+        host.api.create(connection)
+    assert host.api.list() == []  # nothing half-built
+    _, kc = host.kernel()
+    assert result_of(kc, "'fine'") == "'fine'"
+    host.proc.send_signal(signal.SIGTERM)  # and the host still ends at once
+    assert host.proc.wait(timeout=10) == 0
+
+
 def test_max_kernels_refuses_without_harming_running_ones(tmp_path):
     from gkernel.manage import HostError
 
