@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -198,6 +199,59 @@ class Host:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(timeout=20)
         self.api.close()
+        self.log.close()
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class JupyterServer:
+    """A ``python -m <module>`` Jupyter server (jupyter_server, jupyterlab) without authentication,
+    on a free loopback port, serving *root*; *args* are more options, *env* its environment."""
+
+    def __init__(self, root, module="jupyter_server", args=(), env=None):
+        self.root = root
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = os.path.join(root, f"{module}.log")
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", module, "--no-browser", "--allow-root", f"--port={self.port}",
+             "--ServerApp.ip=127.0.0.1", "--IdentityProvider.token=", "--ServerApp.password=",
+             "--ServerApp.disable_check_xsrf=True", f"--ServerApp.root_dir={root}", *args],
+            stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        try:
+            assert wait_for(self._up, timeout=60), f"{module} did not start: see {self.log_path}"
+        except BaseException:
+            self.close()
+            raise
+
+    def _up(self):
+        assert self.proc.poll() is None, f"the server exited: see {self.log_path}"
+        try:
+            self.rest("GET", "/api/status")
+            return True
+        except OSError:
+            return False
+
+    def rest(self, method, path, body=None):
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            text = response.read()
+        return json.loads(text) if text else None
+
+    def close(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
         self.log.close()
 
 

@@ -3,68 +3,19 @@
 import asyncio
 import datetime
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 import uuid
 
 import pytest
 
-from conftest import KERNEL_NAME, SERVE_KERNEL_NAME, wait_for
+from conftest import KERNEL_NAME, SERVE_KERNEL_NAME, JupyterServer
 
 pytestmark = pytest.mark.timeout(240)
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """A ``jupyter server`` subprocess without authentication, on a free loopback port."""
-
-    def __init__(self, root):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(os.path.join(root, "server.log"), "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root", f"--port={self.port}",
-             "--ServerApp.ip=127.0.0.1", "--IdentityProvider.token=", "--ServerApp.password=",
-             "--ServerApp.disable_check_xsrf=True", f"--ServerApp.root_dir={root}"],
-            stdout=self.log, stderr=subprocess.STDOUT)
-        assert wait_for(self._up, timeout=60), "jupyter server did not start"
-
-    def _up(self):
-        try:
-            self.rest("GET", "/api/status")
-            return True
-        except OSError:
-            return False
-
-    def rest(self, method, path, body=None):
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=60) as response:
-            text = response.read()
-        return json.loads(text) if text else None
-
-    def close(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    server = Server(str(tmp_path_factory.mktemp("server")))
+    server = JupyterServer(str(tmp_path_factory.mktemp("server")))
     yield server
     server.close()
 

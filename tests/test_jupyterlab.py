@@ -17,17 +17,13 @@ the browser is Debian's ``apt-get install chromium``), ``jupyterlab`` and
 import json
 import os
 import re
-import socket
 import struct
-import subprocess
-import sys
 import time
-import urllib.request
 import uuid
 
 import pytest
 
-from conftest import KERNEL_NAME, wait_for
+from conftest import KERNEL_NAME, JupyterServer
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -63,12 +59,6 @@ LOOP = ("import gevent\n"
         "print('done')")
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _requirements():
     """Why the browser tests cannot run here, or None."""
     for module in ("playwright.sync_api", "jupyterlab", "ipywidgets"):
@@ -88,13 +78,10 @@ if _missing:
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
 
-class Lab:
-    """A ``python -m jupyterlab`` subprocess without authentication, on a free loopback port."""
+class Lab(JupyterServer):
+    """JupyterLab (``python -m jupyterlab``) with settings of its own: no news or update prompts."""
 
     def __init__(self, root):
-        self.root = root
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         settings = os.path.join(root, ".lab", "settings")
         for plugin, values in SETTINGS.items():
             path = os.path.join(settings, plugin + ".jupyterlab-settings")
@@ -103,27 +90,9 @@ class Lab:
                 json.dump(values, f)
         env = dict(os.environ, JUPYTERLAB_SETTINGS_DIR=settings,
                    JUPYTERLAB_WORKSPACES_DIR=os.path.join(root, ".lab", "workspaces"))
-        self.log_path = os.path.join(root, "lab.log")
-        self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", f"--port={self.port}",
-             "--ServerApp.ip=127.0.0.1", "--IdentityProvider.token=", "--ServerApp.password=",
-             "--ServerApp.disable_check_xsrf=True", f"--ServerApp.root_dir={root}",
-             "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
-            stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        try:
-            assert wait_for(self._up, timeout=60), f"jupyter lab did not start: see {self.log_path}"
-        except BaseException:
-            self.close()
-            raise
-
-    def _up(self):
-        assert self.proc.poll() is None, f"jupyter lab exited: see {self.log_path}"
-        try:
-            with urllib.request.urlopen(self.url + "/lab", timeout=5) as response:
-                return response.status == 200
-        except OSError:
-            return False
+        super().__init__(root, "jupyterlab", ["--LabApp.news_url=None",
+                                              "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+                         env)
 
     def notebook(self, kernel_name, *sources):
         """Write a notebook of code cells *sources* on *kernel_name*; return its /lab/tree URL."""
@@ -139,23 +108,8 @@ class Lab:
         return f"{self.url}/lab/tree/{name}?reset"  # ?reset: not the tabs an earlier test left open
 
     def shutdown_kernels(self):
-        for session in self._rest("GET", "/api/sessions"):
-            self._rest("DELETE", f"/api/sessions/{session['id']}")
-
-    def _rest(self, method, path):
-        request = urllib.request.Request(self.url + path, method=method)
-        with urllib.request.urlopen(request, timeout=60) as response:
-            text = response.read()
-        return json.loads(text) if text else None
-
-    def close(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
+        for session in self.rest("GET", "/api/sessions"):
+            self.rest("DELETE", f"/api/sessions/{session['id']}")
 
 
 @pytest.fixture(scope="module")
