@@ -61,7 +61,9 @@ __all__ = ["CpuWatch", "NOT_PREEMPTED", "add_entry_point"]
 
 #: top-level packages whose code is never preempted while on a greenlet's stack
 NOT_PREEMPTED = ("gevent", "greenlet", "zmq", "gkernel", "IPython", "asyncio", "threading", "logging",
-                 "importlib", "queue", "concurrent", "contextvars", "jupyter_client", "comm", "traitlets")
+                 "importlib", "queue", "concurrent", "contextvars", "jupyter_client", "comm", "traitlets",
+                 # the debugger (pydevd's modules are top-level)
+                 "debugpy", "pydevd", "pydevd_tracing", "pydevd_file_utils", "_pydevd_bundle", "_pydev_bundle")
 _NOT_PREEMPTED_PREFIXES = tuple(name + "." for name in NOT_PREEMPTED)
 
 #: code objects whose frames call user code: the stack below them is the kernel's

@@ -115,7 +115,7 @@ class KernelHost(LoggingConfigurable):
         session = Session(key=info["key"].encode(), signature_scheme=info["signature_scheme"],
                           username="kernel", parent=self)
         kernel = Kernel(session, transport, kernel_id=kernel_id, spare_shells=self._spare_shells(),
-                        clients_may_reconnect=restart, parent=self)
+                        clients_may_reconnect=restart, debug_server=self.process.debug_server, parent=self)
         kernel.captures = list(self.process.captures.values())
         kernel.start()
         self.kernels[kernel.id] = kernel

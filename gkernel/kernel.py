@@ -37,6 +37,7 @@ from . import __version__
 from ._threads import hub_thread_check, import_in_thread
 from .cells import CELL_VAR, Cell, cell_greenlets, current_cell, spawn_in_cell
 from .comms import KernelCommManager
+from .debugger import Debugger
 from .dispatcher import COMM, CONTROL, SHELL, Dispatcher, settle
 from .iopub import IOPubPublisher, QueueSocket
 from .messages import PROTOCOL_VERSION, InvalidRequest, UnknownSubshellError, field, parse_content
@@ -108,7 +109,7 @@ class Kernel(LoggingConfigurable):
     ).tag(config=True)
 
     def __init__(self, session, transport, kernel_id=None, spare_shells=None, clients_may_reconnect=False,
-                 **kwargs):
+                 debug_server=None, **kwargs):
         super().__init__(**kwargs)
         self.id = kernel_id or str(uuid.uuid4())
         self.session = session
@@ -134,6 +135,8 @@ class Kernel(LoggingConfigurable):
         #: the kernel's comms (:mod:`gkernel.comms`)
         self.comm_manager = KernelCommManager(self)
         self.usage = UsageMeter()
+        #: the kernel's session of the process's debugger (:mod:`gkernel.debugger`)
+        self.debugger = Debugger(self, debug_server)
         #: the most recent non-silent execute_request: owner of output from outside any cell
         self.last_parent = None
         #: the request last served on each channel (see get_parent)
@@ -217,6 +220,7 @@ class Kernel(LoggingConfigurable):
     def release(self):
         """Second half of :meth:`close`, once the cells' greenlets are gone: flush, then close everything."""
         remove_patches(self)
+        self.debugger.close()
         self.flush_output()
         self.publisher.flush(timeout=2.0)
         self.publisher.stop()
@@ -383,6 +387,8 @@ class Kernel(LoggingConfigurable):
 
     def _run_shell_request(self, func, cell, request):
         CELL_VAR.set(cell)  # in the kernel's context: asyncio tasks created by this cell copy it
+        if self.debugger.started:
+            self.debugger.enter_request(main_shell=self.dispatcher.shell_greenlet is getcurrent())
         try:
             return func(request)
         finally:
@@ -594,8 +600,8 @@ class Kernel(LoggingConfigurable):
                 {"text": "Python", "url": f"https://docs.python.org/{sys.version_info[0]}.{sys.version_info[1]}"},
                 {"text": "gevent", "url": "https://www.gevent.org"},
             ],
-            "debugger": False,
-            "supported_features": ["kernel subshells"],
+            "debugger": self.debugger.available,
+            "supported_features": ["kernel subshells"] + (["debugger"] if self.debugger.available else []),
         }
 
     @handles("complete_request", needs_shell=True, code=field(str), cursor_pos=field(int, None))
@@ -694,6 +700,15 @@ class Kernel(LoggingConfigurable):
     @handles("list_subshell_request")
     def list_subshell_request(self, request):
         return {"status": "ok", "subshell_id": self.dispatcher.lanes()}
+
+    @handles("debug_request", needs_shell=True)
+    def debug_request(self, request):
+        # The content is a DAP request, the reply's a DAP response (never a "status"): see gkernel.debugger.
+        return self.debugger.handle(request.msg["content"])
+
+    def publish_debug_event(self, event):
+        """Publish a debugger event (a DAP event) on IOPub, for the control request being served."""
+        self.publisher.publish("debug_event", event, parent=self._channel_parents["control"] or self.last_parent)
 
     @handles("interrupt_request")
     def interrupt_request(self, request):

@@ -138,7 +138,8 @@ class GKernelApp(ShellConfigHelp, Application):
         kernel = None
         process = ProcessRuntime(lambda: [kernel], self.log, capture_fd=self.capture_fd,
                                  isatty=self.isatty, echo=self.echo)
-        kernel = Kernel(session, transport, clients_may_reconnect=self._restarted(own_file), parent=self)
+        kernel = Kernel(session, transport, clients_may_reconnect=self._restarted(own_file),
+                        debug_server=process.debug_server, parent=self)
         process.start()
         kernel.captures = list(process.captures.values())
         signal.signal(signal.SIGINT, self._on_sigint(kernel))

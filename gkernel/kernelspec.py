@@ -5,6 +5,7 @@ jupyter_client's KernelSpecManager, so it lands exactly where
 ``jupyter kernelspec list`` and every Jupyter client look for it.
 """
 
+import importlib.util
 import json
 import os
 import sys
@@ -36,7 +37,9 @@ def kernel_spec(display_name="Python 3 (gkernel)", python=None, serve=False):
         "interrupt_mode": "signal",
         # 5.5: kernel subshells
         "kernel_protocol_version": PROTOCOL_VERSION,
-        "metadata": {"debugger": False, "gkernel": {"version": __version__}},
+        # JupyterLab offers its debugger for kernels whose spec says so (gkernel.debugger needs debugpy).
+        "metadata": {"debugger": importlib.util.find_spec("debugpy") is not None,
+                     "gkernel": {"version": __version__}},
     }
     if serve:
         # A host's kernels share its process: a signal cannot pick one of them.

@@ -22,6 +22,7 @@ import sys
 from . import comms
 from .cells import follow_threads
 from .cpuwatch import CpuWatch
+from .debugger import DebugServer
 from .forks import ForkRelay
 from .outstream import STREAM_NAMES, StreamRouter
 
@@ -39,6 +40,8 @@ class ProcessRuntime:
         self.echo = echo
         #: control, output and time-slicing while a greenlet of a cell holds the CPU
         self.cpu_watch = CpuWatch()
+        #: the process's debugger (pydevd), shared by the kernels' debugging sessions
+        self.debug_server = DebugServer(log)
         self.captures = {}
         self._originals = None
         self._log_stream = None

@@ -42,6 +42,7 @@ from gevent.event import Event
 from gevent.selectors import GeventSelector
 from IPython.core.autocall import ZMQExitAutocall
 from IPython.core.builtin_trap import BuiltinTrap
+from IPython.core.compilerop import CachingCompiler
 from IPython.core.display_trap import DisplayTrap
 from IPython.core.displayhook import DisplayHook
 from IPython.core.displaypub import DisplayPublisher
@@ -288,6 +289,25 @@ class ShellStartup(InteractiveShellApp, LoggingConfigurable):
         self.init_code()
 
 
+class CellFileCompiler(CachingCompiler):
+    """Compiles each cell under the file name the debugger's front end computes for it.
+
+    JupyterLab sets a breakpoint in a cell as a breakpoint in the file
+    ``debugInfo`` names for the cell's source (see
+    :class:`gkernel.debugger.CellFiles`); the cell's code must carry that
+    name from its first run, as the debugger may start later. Tracebacks
+    still say ``Cell In[n]``: IPython maps the name to the cell's number.
+    """
+
+    #: the kernel's :class:`gkernel.debugger.CellFiles`, when its debugger can run
+    cell_files = None
+
+    def get_code_name(self, raw_code, transformed_code, number):
+        if self.cell_files is None:
+            return super().get_code_name(raw_code, transformed_code, number)
+        return self.cell_files.path(raw_code)
+
+
 class GreenShell(InteractiveShell):
     """The IPython shell of one gkernel kernel."""
 
@@ -298,6 +318,7 @@ class GreenShell(InteractiveShell):
                                         "profile_name's.").tag(config=True)
     displayhook_class = Type(GreenDisplayHook)
     display_pub_class = Type(GreenDisplayPublisher)
+    compiler_class = Type(CellFileCompiler)
     exiter = Instance(ZMQExitAutocall)
     keepkernel_on_exit = None
 
@@ -324,6 +345,8 @@ class GreenShell(InteractiveShell):
 
     def _serve(self, kernel):
         self.configurables.append(kernel)  # %config Kernel.time_slicing = False
+        if kernel.debugger.available:
+            self.compile.cell_files = kernel.debugger.cell_files
         _live_shells.append(self)
 
     # -- construction: what differs from a terminal IPython -------------------------

@@ -1,0 +1,765 @@
+"""The Jupyter debugger protocol (``debug_request`` on control, ``debug_event`` on IOPub) over debugpy.
+
+JupyterLab's debugger speaks the Debug Adapter Protocol (DAP) to the kernel,
+wrapped in Jupyter messages; debugpy's pydevd does the debugging. What is
+particular here, and why:
+
+* **Greenlets are the debugger's threads.** pydevd is loaded after gevent's
+  monkey-patching and without its ``GEVENT_SUPPORT`` mode, so it uses the
+  patched ``threading``: each greenlet is a thread to it (``current_thread()``
+  is per greenlet), its reader and writer are greenlets, and a greenlet stopped
+  at a breakpoint waits on a cooperative event. So a breakpoint stops the
+  greenlet that hit it and nothing else: the hub, the kernel's control
+  channel, a ticker or a gevent server of an earlier cell and the other
+  kernels of a ``gkernel serve`` host go on. (``GEVENT_SUPPORT`` would give
+  pydevd real threads and a blocking wait: the whole process would stop.)
+  The attach asks for ``stopAllThreadsOnSuspend: false`` for the same reason.
+  Python's trace function does not follow greenlet switches by itself;
+  :class:`DebugServer` re-applies pydevd's on every switch while a session is
+  attached (greenlet's trace hook, as pydevd's own gevent mode does).
+* **pydevd runs in-process** (``debugpy.listen(..., in_process_debug_adapter=True)``):
+  no adapter subprocess, no extra hop. It accepts one connection: ours, made
+  right after it listens and verified to be the one it accepted.
+* **One pydevd per process, one session per kernel.** :class:`DebugServer`
+  owns the process's DAP connection and multiplexes the kernels'
+  :class:`Debugger` sessions over it: it renumbers requests, returns each
+  response to its session, and gives each event to the session whose kernel
+  owns the thread. Cells are compiled under per-kernel file names
+  (:class:`CellFiles`), so breakpoints of one kernel never stop another's code.
+* **Thread 1 is the kernel's main shell**, whichever greenlet runs its
+  current cell (each request runs in a greenlet of its own). Front ends and
+  ipykernel's tests address the main thread as 1 (JupyterLab pauses thread 1
+  when nothing is stopped), as under ipykernel, where one thread runs every
+  cell. The session swaps the two ids in everything it forwards.
+
+debugpy is optional (``pip install gkernel[debugger]``): without it, or without
+monkey-patching, kernel_info says ``debugger: false`` and a debug request gets
+a DAP error response saying why.
+"""
+
+import ast
+import base64
+import importlib.metadata
+import importlib.util
+import itertools
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+
+import gevent
+import gevent.queue
+import gevent.socket
+from gevent.event import AsyncResult
+from gevent.lock import Semaphore
+
+__all__ = ["CellFiles", "DebugServer", "Debugger", "murmur2"]
+
+#: the seed of the cell file names' hash (any value: the front end reads it from debugInfo)
+HASH_SEED = 0xC70F6907
+
+#: the oldest debugpy the debugger runs on
+MIN_DEBUGPY = (1, 8, 22)
+
+#: seconds a debug request waits for pydevd's response
+DAP_TIMEOUT = 10.0
+
+#: the name (DAP "threads") of the greenlet running a kernel's main-shell request
+MAIN_SHELL_THREAD = "gkernel shell {}"
+
+#: client-side id of the kernel's main shell (see the module docstring)
+MAIN_THREAD_ID = 1
+
+#: packages whose frames the debugger hides and never stops in: the kernel's own machinery
+_INTERNAL_PACKAGES = ("gkernel", "gevent", "greenlet", "zmq", "IPython", "traitlets", "jupyter_client",
+                      "comm", "debugpy", "matplotlib_inline")
+
+#: names of the user namespace that are the shell's, not the user's (hidden from the variables panel)
+_SHELL_NAMES = frozenset({"__name__", "__doc__", "__package__", "__loader__", "__spec__", "__annotations__",
+                          "__builtins__", "__builtin__", "__display__", "get_ipython", "exit", "quit", "In",
+                          "Out", "_oh", "_dh", "_", "__", "___"})
+
+
+def murmur2(data, seed):
+    """MurmurHash2 (32-bit, x86) of *data* (bytes).
+
+    JupyterLab names the file of a cell ``<prefix><murmur2(code, seed)><suffix>``
+    with the prefix, seed and suffix the kernel gives in ``debugInfo``; the
+    kernel must compute the same name to compile the cell under it. None of
+    our dependencies exposes this hash, and it is a few lines.
+    """
+    m, mask = 0x5BD1E995, 0xFFFFFFFF
+    length = len(data)
+    h = (seed ^ length) & mask
+    end = length & ~3
+    for i in range(0, end, 4):
+        k = int.from_bytes(data[i:i + 4], "little")
+        k = (k * m) & mask
+        k ^= k >> 24
+        k = (k * m) & mask
+        h = ((h * m) & mask) ^ k
+    tail = data[end:]
+    if tail:
+        h ^= int.from_bytes(tail, "little")
+        h = (h * m) & mask
+    h ^= h >> 13
+    h = (h * m) & mask
+    return h ^ (h >> 15)
+
+
+class CellFiles:
+    """The file names a kernel's cells are compiled under, and their copies on disk.
+
+    Named by the hash of the cell's code in a directory of the kernel's own
+    (made 0700 by ``mkdtemp`` on first use), so that a breakpoint set in a
+    cell's file stops that kernel's code only.
+    """
+
+    suffix = ".py"
+
+    def __init__(self, kernel_id):
+        self._kernel_id = kernel_id
+        self._directory = None
+
+    @property
+    def prefix(self):
+        if self._directory is None:
+            self._directory = tempfile.mkdtemp(prefix=f"gkernel-{self._kernel_id[:8]}-")
+        return self._directory + os.sep
+
+    def path(self, code):
+        """The file name of a cell whose code is *code*."""
+        return f"{self.prefix}{murmur2(code.encode('utf-8'), HASH_SEED)}{self.suffix}"
+
+    def owns(self, path):
+        return self._directory is not None and path.startswith(self._directory + os.sep)
+
+    def dump(self, code):
+        """Write *code* to its file (the debugger shows and steps through it there)."""
+        path = self.path(code)
+        with open(path, "w", encoding="utf-8") as file:
+            file.write(code)
+        return path
+
+    def remove(self):
+        if self._directory is not None:
+            shutil.rmtree(self._directory, ignore_errors=True)
+            self._directory = None
+
+
+def response(request, success=True, body=None, message=None):
+    """A DAP response to *request* (a dict)."""
+    reply = {"type": "response", "seq": 0, "request_seq": request.get("seq", 0), "success": success,
+             "command": request.get("command", "")}
+    if body is not None:
+        reply["body"] = body
+    if message is not None:
+        reply["message"] = message
+    return reply
+
+
+class DapError(Exception):
+    """pydevd did not answer, or the connection to it is gone."""
+
+
+class DebugServer:
+    """pydevd for the whole process, and the one DAP connection the kernels' debuggers share.
+
+    Owned by :class:`gkernel.process.ProcessRuntime`; nothing happens until a
+    first session starts (importing debugpy takes a second).
+    """
+
+    def __init__(self, log):
+        self.log = log
+        #: why the debugger cannot run in this process, or None
+        self.unavailable = self._unavailable()
+        self._socket = None
+        self._reader = None
+        self._sessions = []
+        self._seq = itertools.count(1)
+        #: our seq -> the AsyncResult its response goes to
+        self._pending = {}
+        self._starting = Semaphore()
+        self._capabilities = None
+        self._attached = False
+        #: pydevd's events, delivered in order by a greenlet that may itself ask pydevd (see _deliver)
+        self._events = gevent.queue.Queue()
+        self._send_lock = Semaphore()
+        self._previous_greenlet_trace = None
+        self._trace_dispatch = None
+        self._greenlet_tracers = None
+        self._set_trace = None
+
+    @staticmethod
+    def _unavailable():
+        if importlib.util.find_spec("debugpy") is None:
+            return "debugpy is not installed (pip install 'gkernel[debugger]')"
+        version = importlib.metadata.version("debugpy")
+        if tuple(int(part) for part in version.split(".")[:3] if part.isdigit()) < MIN_DEBUGPY:
+            # Older ones cannot report the port of an in-process pydevd listening on port 0.
+            return f"debugpy {version} is too old: pip install 'debugpy>={'.'.join(map(str, MIN_DEBUGPY))}'"
+        from gevent import monkey
+
+        if not monkey.is_module_patched("threading"):
+            return ("the kernel runs without gevent's monkey-patching (--no-monkey-patch): a breakpoint "
+                    "would stop the whole process, the debugger is off")
+        return None
+
+    @property
+    def sessions(self):
+        return list(self._sessions)
+
+    # -- starting pydevd and the connection ------------------------------------
+
+    def _start(self):
+        """Load pydevd, listen, connect to it; once per process."""
+        with self._starting:
+            if self._socket is not None:
+                return
+            # pydevd warns that frozen stdlib modules may hide breakpoints in them; cells are not frozen.
+            os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+            import debugpy
+            import debugpy.server.api  # noqa: F401  puts pydevd on the import path
+            import pydevd
+            import pydevd_tracing
+            from _pydevd_bundle import pydevd_utils
+
+            # pydevd nags about gevent unless in GEVENT_SUPPORT mode, which we avoid on purpose (module docstring).
+            pydevd_utils.SUPPORT_GEVENT = True
+            host, port = debugpy.listen(("127.0.0.1", 0), in_process_debug_adapter=True)
+            sock = gevent.socket.create_connection((host, port), timeout=DAP_TIMEOUT)
+            sock.settimeout(None)
+            py_db = pydevd.get_global_debugger()
+            with gevent.Timeout(DAP_TIMEOUT, DapError("pydevd did not accept the debugger's connection")):
+                while (peer := _accepted_peer(py_db)) is None:
+                    gevent.sleep(0.01)
+            # Anyone on this machine may connect to a port on loopback; pydevd takes the first comer.
+            ours = sock.getsockname()
+            if peer != ours:
+                sock.close()
+                raise DapError(f"another client ({peer}, not {ours}) connected to the debugger's port first; "
+                               "debugging is off")
+            self._trace_dispatch = py_db.trace_dispatch
+            self._greenlet_tracers = pydevd_tracing._last_tracing_func_thread_local
+            self._set_trace = pydevd_tracing.TracingFunctionHolder._original_tracing or sys.settrace
+            self._socket = sock
+            self._reader = gevent.spawn(self._read)
+            gevent.spawn(self._deliver)
+            self.log.info("debugger: pydevd listening in-process on %s:%s", host, port)
+
+    def _follow_greenlets(self, on):
+        """Re-apply pydevd's trace function on each greenlet switch (tracing is per greenlet)."""
+        import greenlet
+
+        if on:
+            self._previous_greenlet_trace = greenlet.settrace(self._on_switch)
+        else:
+            greenlet.settrace(self._previous_greenlet_trace)
+            self._previous_greenlet_trace = None
+
+    def _on_switch(self, event, args):
+        # Runs in the greenlet switched to. Python's trace function belongs to the OS thread,
+        # which all greenlets share: give this greenlet its own tracer (pydevd keeps it in a
+        # thread local, which gevent makes greenlet-local), or pydevd's entry point, which
+        # makes one for a greenlet it has not seen. Otherwise code would run under the tracer
+        # of the greenlet that ran last, as the wrong thread.
+        if event in ("switch", "throw"):
+            self._set_trace(getattr(self._greenlet_tracers, "tracing_func", None) or self._trace_dispatch)
+        if self._previous_greenlet_trace is not None:
+            self._previous_greenlet_trace(event, args)
+
+    # -- sessions ------------------------------------------------------------------
+
+    def initialize(self, session, request):
+        """The first session's initialize goes to pydevd; later ones get its capabilities."""
+        self._start()
+        if self._capabilities is None:
+            reply = self.request(request)
+            if reply.get("success"):
+                self._capabilities = reply.get("body", {})
+            return reply
+        return response(request, body=self._capabilities)
+
+    def attach(self, session, request, arguments):
+        """Attach pydevd once per process; later sessions join the same attach."""
+        if not self._sessions:
+            self._follow_greenlets(True)
+        if session not in self._sessions:
+            self._sessions.append(session)
+        if self._attached:
+            return response(request)
+        reply = self.request({**request, "arguments": arguments})
+        self._attached = bool(reply.get("success"))
+        if self._attached:
+            # pydevd needs configurationDone before it stops anywhere; front ends send theirs later.
+            self.request({"type": "request", "command": "configurationDone", "arguments": {}})
+        return reply
+
+    def detach(self, session):
+        """End *session*: its breakpoints are cleared and its stopped threads resumed by the caller."""
+        if session in self._sessions:
+            self._sessions.remove(session)
+            if not self._sessions:
+                self._follow_greenlets(False)
+
+    # -- requests and responses --------------------------------------------------
+
+    def request(self, request, timeout=DAP_TIMEOUT):
+        """Send *request* (a DAP request dict) to pydevd; its response, renumbered back."""
+        if self._socket is None:
+            raise DapError("the debugger is not started (send initialize first)")
+        seq = next(self._seq)
+        result = self._pending[seq] = AsyncResult()
+        message = {**request, "seq": seq}
+        body = json.dumps(message, default=repr).encode("utf-8")
+        try:
+            with self._send_lock:
+                self._socket.sendall(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            reply = result.get(timeout=timeout)
+        except gevent.Timeout:
+            raise DapError(f"pydevd did not answer {request.get('command')!r} within {timeout:g} s") from None
+        except OSError as exc:
+            raise DapError(f"the connection to pydevd failed: {exc}") from None
+        finally:
+            self._pending.pop(seq, None)
+        return {**reply, "request_seq": request.get("seq", 0)}
+
+    def _read(self):
+        buffer = b""
+        try:
+            while True:
+                data = self._socket.recv(65536)
+                if not data:
+                    break
+                buffer += data
+                while True:
+                    message, buffer = _take_frame(buffer)
+                    if message is None:
+                        break
+                    self._dispatch(message)
+        except Exception:
+            self.log.exception("debugger: reading from pydevd failed")
+        self.log.error("debugger: the connection to pydevd is closed; debugging is off for this process")
+        self.unavailable = "the connection to pydevd closed"
+        for result in self._pending.values():
+            result.set_exception(DapError(self.unavailable))
+
+    def _dispatch(self, message):
+        if message.get("type") == "response":
+            result = self._pending.get(message.get("request_seq"))
+            if result is not None:
+                result.set(message)
+            return
+        if message.get("type") == "event" and message.get("event") != "thread":
+            # (one "thread" event per greenlet: noise that no front end uses)
+            self._events.put(message)
+
+    def _deliver(self):
+        """Hand pydevd's events to sessions, in order; not in the reader, as routing asks pydevd."""
+        for event in self._events:
+            try:
+                for session in self._owners(event):
+                    session.on_event(event)
+            except Exception:
+                self.log.exception("debugger: could not deliver %s", event.get("event"))
+
+    def _owners(self, event):
+        """The sessions an event is for: the one whose kernel the event's thread works for."""
+        thread_id = (event.get("body") or {}).get("threadId")
+        if thread_id is None or len(self._sessions) < 2:
+            return list(self._sessions)
+        try:
+            threads = self.request({"type": "request", "command": "threads", "arguments": {}})
+            names = {thread["id"]: thread["name"] for thread in threads.get("body", {}).get("threads", [])}
+        except DapError:
+            names = {}
+        owners = [session for session in self._sessions if session.owns_thread(thread_id, names.get(thread_id))]
+        if not owners and event.get("event") == "stopped":
+            owners = self._owners_by_stack(thread_id)
+        return owners or list(self._sessions)
+
+    def _owners_by_stack(self, thread_id):
+        """The sessions whose cells are on a stopped thread's stack (a greenlet a cell spawned)."""
+        try:
+            trace = self.request({"type": "request", "command": "stackTrace",
+                                        "arguments": {"threadId": thread_id}})
+        except DapError:
+            return []
+        paths = [frame.get("source", {}).get("path", "") for frame in trace.get("body", {}).get("stackFrames", [])]
+        return [session for session in self._sessions if any(session.cell_files.owns(path) for path in paths)]
+
+    def internal_paths(self):
+        """Directories of the packages the debugger hides (pydevd "rules")."""
+        paths = []
+        for name in _INTERNAL_PACKAGES:
+            module = sys.modules.get(name)
+            if module is not None and getattr(module, "__file__", None):
+                paths.append(os.path.dirname(module.__file__))
+        return paths
+
+
+def _accepted_peer(py_db):
+    """The address of the client pydevd accepted, None before it accepts one."""
+    sock = getattr(getattr(py_db, "writer", None), "sock", None)
+    try:
+        peer = sock.getpeername()
+    except (AttributeError, OSError):
+        return None
+    return peer if isinstance(peer, tuple) else None  # before: pydevd's Null, which answers anything
+
+
+def _take_frame(buffer):
+    """(message, rest) if *buffer* starts with a whole DAP frame, else (None, buffer)."""
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        return None, buffer
+    length = None
+    for line in buffer[:end].split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    if length is None:
+        raise ValueError(f"DAP frame without Content-Length: {buffer[:end]!r}")
+    start = end + 4
+    if len(buffer) < start + length:
+        return None, buffer
+    return json.loads(buffer[start:start + length]), buffer[start + length:]
+
+
+class Debugger:
+    """One kernel's debugging session: the handler of its ``debug_request`` messages."""
+
+    def __init__(self, kernel, server):
+        self.kernel = kernel
+        self.server = server
+        self.log = kernel.log
+        self.cell_files = CellFiles(kernel.id)
+        self.started = False
+        #: source path -> the breakpoints pydevd accepted there
+        self.breakpoints = {}
+        #: pydevd ids of this kernel's threads stopped now
+        self.stopped = set()
+        #: pydevd id of the greenlet running the main shell's request, when known
+        self._main_thread = None
+        self._variables = _VariableTable()
+        self._removed_transforms = []
+
+    @property
+    def available(self):
+        return self.server is not None and self.server.unavailable is None
+
+    # -- the debug_request handler -----------------------------------------------
+
+    def handle(self, request):
+        """The ``debug_reply`` content for a ``debug_request``'s content (a DAP request)."""
+        if not isinstance(request, dict) or not isinstance(request.get("command"), str):
+            return response(request if isinstance(request, dict) else {}, False,
+                            message="a debug_request's content must be a DAP request with a command")
+        command = request["command"]
+        arguments = request.get("arguments") or {}
+        if not isinstance(arguments, dict):
+            return response(request, False, message=f"{command}: arguments must be an object")
+        if not self.available:
+            reason = self.server.unavailable if self.server is not None else "this kernel has no debugger"
+            return response(request, False, message=f"debugger unavailable: {reason}")
+        local = getattr(self, f"_on_{command}", None)
+        try:
+            if local is not None:
+                return local(request, arguments)
+            if not self.started:
+                return response(request, False, message=f"{command}: the debugger is not started")
+            return self._forward(request, arguments)
+        except DapError as exc:
+            return response(request, False, message=str(exc))
+
+    def _forward(self, request, arguments):
+        if "threadId" in arguments:
+            arguments = {**arguments, "threadId": self._to_pydevd(arguments["threadId"])}
+        reply = self.server.request({**request, "arguments": arguments})
+        body = reply.get("body")
+        if isinstance(body, dict) and isinstance(body.get("threads"), list):
+            body["threads"] = [self._thread_for_client(t) for t in body["threads"] if self.owns_thread(t["id"], t["name"])]
+        if request["command"] == "variables" and isinstance(body, dict):
+            body["variables"] = [v for v in body.get("variables", []) if _user_name(v.get("name", ""))]
+        return reply
+
+    # -- commands the kernel answers itself ------------------------------------------
+
+    def _on_initialize(self, request, arguments):
+        reply = self.server.initialize(self, request)
+        if reply.get("success"):
+            self.started = True
+            self._keep_leading_empty_lines(True)
+        return reply
+
+    def _on_attach(self, request, arguments):
+        if not self.started:
+            return response(request, False, message="attach: send initialize first")
+        arguments = {**arguments, "justMyCode": False, "stopAllThreadsOnSuspend": False,
+                     "steppingResumesAllThreads": False, "redirectOutput": False,
+                     "rules": [{"path": path, "include": False} for path in self.server.internal_paths()]}
+        arguments.pop("connect", None)
+        return self.server.attach(self, request, arguments)
+
+    def _on_configurationDone(self, request, arguments):
+        return response(request)  # pydevd got it at attach (see DebugServer.attach)
+
+    def _on_disconnect(self, request, arguments):
+        """Stop debugging this kernel; the kernel goes on (a terminateDebuggee would end the process)."""
+        if self.started:
+            self.stop()
+        return response(request)
+
+    def stop(self):
+        """End the session: clear its breakpoints, resume its stopped threads."""
+        for path in list(self.breakpoints):
+            try:
+                self.server.request({"type": "request", "command": "setBreakpoints",
+                                           "arguments": {"source": {"path": path}, "breakpoints": []}})
+            except DapError:
+                pass
+        for thread_id in list(self.stopped):
+            try:
+                self.server.request({"type": "request", "command": "continue",
+                                           "arguments": {"threadId": thread_id, "singleThread": True}})
+            except DapError:
+                pass
+        self.breakpoints.clear()
+        self.stopped.clear()
+        self.server.detach(self)
+        self._keep_leading_empty_lines(False)
+        self.started = False
+
+    def close(self):
+        """The kernel is closing."""
+        if self.started:
+            self.stop()
+        self.cell_files.remove()
+
+    def _on_dumpCell(self, request, arguments):
+        code = arguments.get("code")
+        if not isinstance(code, str):
+            return response(request, False, message="dumpCell: code must be a string")
+        return response(request, body={"sourcePath": self.cell_files.dump(code)})
+
+    def _on_debugInfo(self, request, arguments):
+        return response(request, body={
+            "isStarted": self.started,
+            "hashMethod": "Murmur2",
+            "hashSeed": HASH_SEED,
+            "tmpFilePrefix": self.cell_files.prefix,
+            "tmpFileSuffix": CellFiles.suffix,
+            "breakpoints": [{"source": path, "breakpoints": bps} for path, bps in self.breakpoints.items()],
+            "stoppedThreads": sorted(self._to_client(t) for t in self.stopped),
+            "richRendering": True,
+            "exceptionPaths": ["Python Exceptions"],
+            "copyToGlobals": True,
+        })
+
+    def _on_setBreakpoints(self, request, arguments):
+        if not self.started:
+            return response(request, False, message="setBreakpoints: the debugger is not started")
+        path = (arguments.get("source") or {}).get("path")
+        reply = self.server.request(request)
+        if reply.get("success") and isinstance(path, str):
+            placed = [{"line": bp["line"]} for bp in reply.get("body", {}).get("breakpoints", []) if "line" in bp]
+            if placed:
+                self.breakpoints[path] = placed
+            else:
+                self.breakpoints.pop(path, None)
+        return reply
+
+    def _on_source(self, request, arguments):
+        path = (arguments.get("source") or {}).get("path")
+        try:
+            with open(path, encoding="utf-8") as file:
+                return response(request, body={"content": file.read()})
+        except (OSError, TypeError, ValueError) as exc:
+            return response(request, False, message=f"source unavailable: {exc}")
+
+    def _on_modules(self, request, arguments):
+        modules = list(sys.modules.values())
+        start = arguments.get("startModule", 0)
+        count = arguments.get("moduleCount", len(modules))
+        listed = []
+        for index, module in enumerate(modules[start:start + count], start):
+            path = getattr(getattr(module, "__spec__", None), "origin", None)
+            if path and path.endswith(".py"):
+                listed.append({"id": index, "name": module.__name__, "path": path})
+        return response(request, body={"modules": listed, "totalModules": len(modules)})
+
+    def _on_inspectVariables(self, request, arguments):
+        """The user's variables, when nothing is stopped (the panel's view between cells)."""
+        self._variables = _VariableTable()
+        namespace = self.kernel.shell.user_ns if self.kernel.shell is not None else {}
+        return response(request, body={"variables": self._variables.children(namespace)})
+
+    def _on_variables(self, request, arguments):
+        if self.stopped or not self.started:
+            return self._forward(request, arguments) if self.started else response(request, False)
+        reference = arguments.get("variablesReference")
+        return response(request, body={"variables": self._variables.expand(reference)})
+
+    def _on_richInspectVariables(self, request, arguments):
+        name = arguments.get("variableName")
+        if not isinstance(name, str) or not name.isidentifier():
+            # The panel's groups ("special variables") have no rich form.
+            return response(request, body={"data": {}, "metadata": {}})
+        frame_id = arguments.get("frameId")
+        if self.stopped and frame_id is not None:
+            reply = self.server.request({
+                "type": "request", "command": "evaluate",
+                "arguments": {"expression": f"get_ipython().display_formatter.format({name})",
+                              "frameId": frame_id, "context": "clipboard"}})
+            if not reply.get("success"):
+                return response(request, False, message=reply.get("message"))
+            data, metadata = ast.literal_eval(reply["body"]["result"])
+        else:
+            result = self.kernel.shell.user_expressions({name: name})[name]
+            if result.get("status") != "ok":
+                return response(request, False, message=f"{result.get('ename')}: {result.get('evalue')}")
+            data, metadata = result.get("data", {}), result.get("metadata", {})
+        data = {mime: _jsonable(value) for mime, value in data.items()}
+        return response(request, body={"data": data,
+                                       "metadata": {k: v for k, v in metadata.items() if k in data}})
+
+    def _on_copyToGlobals(self, request, arguments):
+        source, target = arguments.get("srcVariableName"), arguments.get("dstVariableName")
+        if not all(isinstance(name, str) and name.isidentifier() for name in (source, target)):
+            return response(request, False,
+                            message="copyToGlobals: srcVariableName and dstVariableName must be identifiers")
+        reply = self.server.request({
+            "type": "request", "command": "setExpression",
+            "arguments": {"expression": f"globals()[{target!r}]", "value": source,
+                          "frameId": arguments.get("srcFrameId")}})
+        return {**reply, "command": request["command"]}
+
+    # -- events and threads -----------------------------------------------------------
+
+    def on_event(self, event):
+        """An event of pydevd for this kernel: note stopped threads, publish it on IOPub."""
+        body = event.get("body") or {}
+        thread_id = body.get("threadId")
+        if event.get("event") == "stopped" and thread_id is not None:
+            self.stopped.add(thread_id)
+        elif event.get("event") == "continued":
+            if body.get("allThreadsContinued"):
+                self.stopped.clear()
+            else:
+                self.stopped.discard(thread_id)
+        if thread_id is not None:
+            event = {**event, "body": {**body, "threadId": self._to_client(thread_id)}}
+        self.kernel.publish_debug_event(event)
+
+    def enter_request(self, main_shell):
+        """Called in the greenlet of each request while a session is on: name it for the debugger."""
+        thread = threading.current_thread()
+        if main_shell:
+            thread.name = MAIN_SHELL_THREAD.format(self.kernel.id)
+            self._main_thread = None  # learnt from pydevd's "threads" when needed
+        else:
+            thread.name = f"gkernel {self.kernel.id} {thread.name}"
+
+    def owns_thread(self, thread_id, name):
+        """Whether pydevd's thread *thread_id* (named *name*) works for this kernel."""
+        return thread_id in self.stopped or (name is not None and self.kernel.id in name)
+
+    def _main_shell_thread(self):
+        if self._main_thread is None:
+            threads = self.server.request({"type": "request", "command": "threads", "arguments": {}})
+            wanted = MAIN_SHELL_THREAD.format(self.kernel.id)
+            for thread in threads.get("body", {}).get("threads", []):
+                if thread.get("name") == wanted:
+                    self._main_thread = thread["id"]
+        return self._main_thread
+
+    def _swap(self, thread_id):
+        main = self._main_shell_thread()
+        if main is None or thread_id not in (main, MAIN_THREAD_ID):
+            return thread_id
+        return MAIN_THREAD_ID if thread_id == main else main
+
+    _to_client = _to_pydevd = _swap  # the swap is its own inverse
+
+    def _thread_for_client(self, thread):
+        thread_id = self._to_client(thread["id"])
+        name = "shell" if thread_id == MAIN_THREAD_ID else thread["name"].replace(f"gkernel {self.kernel.id} ", "")
+        return {**thread, "id": thread_id, "name": name}
+
+    def _keep_leading_empty_lines(self, keep):
+        """While debugging, a cell's leading empty lines stay, so that its lines are the editor's."""
+        shell = self.kernel.shell
+        if shell is None:
+            return
+        from IPython.core.inputtransformer2 import leading_empty_lines
+
+        transforms = shell.input_transformer_manager.cleanup_transforms
+        if keep and leading_empty_lines in transforms:
+            transforms.remove(leading_empty_lines)
+            self._removed_transforms.append(leading_empty_lines)
+        elif not keep:
+            while self._removed_transforms:
+                transforms.insert(0, self._removed_transforms.pop())
+
+
+def _user_name(name):
+    return name not in _SHELL_NAMES and not name.startswith("_i") and not (name[:1] == "_" and name[1:2].isdigit())
+
+
+def _jsonable(value):
+    return base64.b64encode(value).decode("ascii") if isinstance(value, bytes) else value
+
+
+class _VariableTable:
+    """The variables panel's view of the user namespace while nothing is stopped.
+
+    pydevd can only show the variables of a stopped frame; between cells the
+    panel lists the namespace and expands containers through these references.
+    """
+
+    def __init__(self):
+        self._objects = {}
+        self._next = itertools.count(1)
+
+    def children(self, namespace):
+        return [self._describe(name, repr_name, value) for name, repr_name, value in _items_of_namespace(namespace)]
+
+    def expand(self, reference):
+        value = self._objects.get(reference)
+        if value is None:
+            return []
+        return [self._describe(name, expression, child) for name, expression, child in _items_of(value)]
+
+    def _describe(self, name, expression, value):
+        reference = 0
+        if _items_of(value, probe=True):
+            reference = next(self._next)
+            self._objects[reference] = value
+        try:
+            text = repr(value)
+        except Exception as exc:
+            text = f"<repr failed: {type(exc).__name__}>"
+        return {"name": name, "value": text[:1000], "type": type(value).__name__, "evaluateName": expression,
+                "variablesReference": reference}
+
+
+def _items_of_namespace(namespace):
+    return [(name, name, value) for name, value in list(namespace.items()) if _user_name(name)]
+
+
+def _items_of(value, probe=False):
+    """(name, expression, child) of a container's items or an object's attributes."""
+    if isinstance(value, (str, bytes, int, float, complex, bool, type(None))):
+        return []
+    if isinstance(value, dict):
+        items = [(repr(k), f"[{k!r}]", v) for k, v in itertools.islice(value.items(), 300)]
+    elif isinstance(value, (list, tuple)):
+        items = [(str(i), f"[{i}]", v) for i, v in enumerate(value[:300])]
+    elif isinstance(value, (set, frozenset)):
+        items = [(str(i), "", v) for i, v in enumerate(itertools.islice(value, 300))]
+    else:
+        attributes = getattr(value, "__dict__", None)
+        items = [(k, f".{k}", v) for k, v in list(attributes.items())[:300]] if isinstance(attributes, dict) else []
+    return bool(items) if probe else items
