@@ -48,6 +48,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import weakref
 
 import gevent
 import gevent.queue
@@ -160,6 +161,93 @@ def response(request, success=True, body=None, message=None):
     return reply
 
 
+class GreenletTracing:
+    """Python's tracing, per greenlet, for pydevd.
+
+    Python keeps its trace function and its "inside a trace function" counter
+    per OS thread, and greenlets share their thread's. Two consequences,
+    which greenlet's switch hook repairs while a debugging session is on:
+
+    * code of one greenlet would run under the tracer pydevd made for the
+      greenlet that ran before it, as the wrong thread: each greenlet gets its
+      own tracer back (pydevd keeps it in a thread local, which gevent makes
+      greenlet-local), or pydevd's entry point, which makes one for a greenlet
+      it has not seen;
+    * a greenlet stopped at a breakpoint waits inside pydevd's trace function,
+      and while the counter says "inside", Python traces nothing: no other
+      greenlet could hit a breakpoint. Each greenlet gets its own count back
+      (through ``PyThreadState_EnterTracing``/``LeaveTracing``; where the
+      count lives in the thread state is found by watching which field they
+      change).
+
+    The hub is never traced: pydevd's tracer takes locks, which the hub cannot wait for.
+    """
+
+    def __init__(self, trace_dispatch, tracers, set_trace):
+        import ctypes
+
+        self._trace_dispatch = trace_dispatch
+        self._tracers = tracers
+        self._set_trace = set_trace
+        api = ctypes.pythonapi
+        api.PyThreadState_Get.restype = ctypes.c_void_p
+        self._enter = api.PyThreadState_EnterTracing
+        self._leave = api.PyThreadState_LeaveTracing
+        self._enter.argtypes = self._leave.argtypes = [ctypes.c_void_p]
+        self._tstate = api.PyThreadState_Get()
+        self._count = self._find_count(ctypes)
+        self._counts = weakref.WeakKeyDictionary()
+        self._hub = gevent.get_hub()
+        self._previous = None
+
+    def _find_count(self, ctypes):
+        fields = (ctypes.c_int * 64).from_address(self._tstate)
+        before = list(fields)
+        self._enter(self._tstate)
+        after = list(fields)
+        self._leave(self._tstate)
+        changed = [i for i in range(64) if after[i] == before[i] + 1]
+        if len(changed) != 1:
+            raise DapError("cannot find Python's tracing counter in the thread state; debugging is off")
+        return ctypes.c_int.from_address(self._tstate + changed[0] * ctypes.sizeof(ctypes.c_int))
+
+    def start(self):
+        import greenlet
+
+        self._previous = greenlet.settrace(self._on_switch)
+
+    def stop(self):
+        import greenlet
+
+        greenlet.settrace(self._previous)
+        self._previous = None
+
+    def _on_switch(self, event, args):
+        # Runs in the greenlet switched to, inside greenlet's own "tracing" guard (count + 1).
+        if event in ("switch", "throw"):  # (greenlet calls the hook of the thread it was set in)
+            origin, target = args
+            count = self._count.value - 1
+            if count > 0:
+                self._counts[origin] = count
+            wanted = self._counts.pop(target, 0)
+            for _ in range(count - wanted):
+                self._leave(self._tstate)
+            for _ in range(wanted - count):
+                self._enter(self._tstate)
+            if target is self._hub:
+                self._set_trace(None)
+            else:
+                tracer = getattr(self._tracers, "tracing_func", None)
+                if tracer is None:
+                    # pydevd traces only threads in threading's registry; current_thread() puts
+                    # the greenlet there (as a gevent dummy thread).
+                    threading.current_thread()
+                    tracer = self._trace_dispatch
+                self._set_trace(tracer)
+        if self._previous is not None:
+            self._previous(event, args)
+
+
 class DapError(Exception):
     """pydevd did not answer, or the connection to it is gone."""
 
@@ -187,10 +275,8 @@ class DebugServer:
         #: pydevd's events, delivered in order by a greenlet that may itself ask pydevd (see _deliver)
         self._events = gevent.queue.Queue()
         self._send_lock = Semaphore()
-        self._previous_greenlet_trace = None
-        self._trace_dispatch = None
-        self._greenlet_tracers = None
-        self._set_trace = None
+        #: pydevd's tracing, carried over greenlet switches while a session is attached
+        self._greenlet_tracing = None
 
     @staticmethod
     def _unavailable():
@@ -214,61 +300,56 @@ class DebugServer:
     # -- starting pydevd and the connection ------------------------------------
 
     def _start(self):
-        """Load pydevd, listen, connect to it; once per process."""
+        """Load pydevd, listen, connect to it; once per process (pydevd cannot listen twice)."""
         with self._starting:
             if self._socket is not None:
                 return
-            # pydevd warns that frozen stdlib modules may hide breakpoints in them; cells are not frozen.
-            os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
-            import debugpy
-            import debugpy.server.api  # noqa: F401  puts pydevd on the import path
-            import pydevd
-            import pydevd_tracing
-            from _pydevd_bundle import pydevd_utils
+            if self.unavailable is not None:
+                raise DapError(self.unavailable)
+            try:
+                self._connect()
+            except DapError as exc:
+                self.unavailable = str(exc)
+                raise
 
-            # pydevd nags about gevent unless in GEVENT_SUPPORT mode, which we avoid on purpose (module docstring).
-            pydevd_utils.SUPPORT_GEVENT = True
-            host, port = debugpy.listen(("127.0.0.1", 0), in_process_debug_adapter=True)
-            sock = gevent.socket.create_connection((host, port), timeout=DAP_TIMEOUT)
-            sock.settimeout(None)
-            py_db = pydevd.get_global_debugger()
-            with gevent.Timeout(DAP_TIMEOUT, DapError("pydevd did not accept the debugger's connection")):
-                while (peer := _accepted_peer(py_db)) is None:
-                    gevent.sleep(0.01)
-            # Anyone on this machine may connect to a port on loopback; pydevd takes the first comer.
-            ours = sock.getsockname()
-            if peer != ours:
-                sock.close()
-                raise DapError(f"another client ({peer}, not {ours}) connected to the debugger's port first; "
-                               "debugging is off")
-            self._trace_dispatch = py_db.trace_dispatch
-            self._greenlet_tracers = pydevd_tracing._last_tracing_func_thread_local
-            self._set_trace = pydevd_tracing.TracingFunctionHolder._original_tracing or sys.settrace
-            self._socket = sock
-            self._reader = gevent.spawn(self._read)
-            gevent.spawn(self._deliver)
-            self.log.info("debugger: pydevd listening in-process on %s:%s", host, port)
+    def _connect(self):
+        # pydevd warns that frozen stdlib modules may hide breakpoints in them; cells are not frozen.
+        os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+        import debugpy
+        import debugpy.server.api  # noqa: F401  puts pydevd on the import path
+        import pydevd
+        import pydevd_tracing
+        from _pydevd_bundle import pydevd_utils
 
-    def _follow_greenlets(self, on):
-        """Re-apply pydevd's trace function on each greenlet switch (tracing is per greenlet)."""
-        import greenlet
-
-        if on:
-            self._previous_greenlet_trace = greenlet.settrace(self._on_switch)
-        else:
-            greenlet.settrace(self._previous_greenlet_trace)
-            self._previous_greenlet_trace = None
-
-    def _on_switch(self, event, args):
-        # Runs in the greenlet switched to. Python's trace function belongs to the OS thread,
-        # which all greenlets share: give this greenlet its own tracer (pydevd keeps it in a
-        # thread local, which gevent makes greenlet-local), or pydevd's entry point, which
-        # makes one for a greenlet it has not seen. Otherwise code would run under the tracer
-        # of the greenlet that ran last, as the wrong thread.
-        if event in ("switch", "throw"):
-            self._set_trace(getattr(self._greenlet_tracers, "tracing_func", None) or self._trace_dispatch)
-        if self._previous_greenlet_trace is not None:
-            self._previous_greenlet_trace(event, args)
+        # pydevd nags about gevent unless in GEVENT_SUPPORT mode, which we avoid on purpose (module docstring).
+        pydevd_utils.SUPPORT_GEVENT = True
+        # To trace a new thread, pydevd first attaches to the OS thread of its id through a C helper
+        # and a helper thread it waits for. A greenlet's id is no OS thread's, and the wait would
+        # hang a greenlet on a lock released from another thread: "not attached" makes pydevd use
+        # plain sys.settrace, which is what applies to the greenlets of this OS thread.
+        pydevd_tracing.set_trace_to_threads = lambda *args, **kwargs: -1
+        host, port = debugpy.listen(("127.0.0.1", 0), in_process_debug_adapter=True)
+        sock = gevent.socket.create_connection((host, port), timeout=DAP_TIMEOUT)
+        sock.settimeout(None)
+        py_db = pydevd.get_global_debugger()
+        with gevent.Timeout(DAP_TIMEOUT, DapError("pydevd did not accept the debugger's connection")):
+            while (peer := _accepted_peer(py_db)) is None:
+                gevent.sleep(0.01)
+        # Anyone on this machine may connect to a port on loopback; pydevd takes the first comer.
+        ours = sock.getsockname()
+        if peer != ours:
+            # Whoever that is could run code here through pydevd: cut them off, debug no more.
+            py_db.writer.sock.close()
+            sock.close()
+            raise DapError(f"another client ({peer}, not {ours}) connected to the debugger's port first; "
+                           "debugging is off for this process")
+        self._greenlet_tracing = GreenletTracing(
+            py_db.trace_dispatch, pydevd_tracing._last_tracing_func_thread_local,
+            pydevd_tracing.TracingFunctionHolder._original_tracing or sys.settrace)
+        self._socket = sock
+        self._reader = gevent.spawn(self._read)
+        gevent.spawn(self._deliver)
+        self.log.info("debugger: pydevd listening in-process on %s:%s", host, port)
 
     # -- sessions ------------------------------------------------------------------
 
@@ -285,7 +366,7 @@ class DebugServer:
     def attach(self, session, request, arguments):
         """Attach pydevd once per process; later sessions join the same attach."""
         if not self._sessions:
-            self._follow_greenlets(True)
+            self._greenlet_tracing.start()
         if session not in self._sessions:
             self._sessions.append(session)
         if self._attached:
@@ -302,7 +383,7 @@ class DebugServer:
         if session in self._sessions:
             self._sessions.remove(session)
             if not self._sessions:
-                self._follow_greenlets(False)
+                self._greenlet_tracing.stop()
 
     # -- requests and responses --------------------------------------------------
 

@@ -1,12 +1,12 @@
 """ipykernel's own wire-level tests, unchanged, run against gkernel.
 
-ipykernel's ``tests/test_message_spec.py``, ``tests/test_kernel.py`` and
-``tests/test_subshells.py`` start their kernels through jupyter_client's
+ipykernel's ``tests/test_message_spec.py``, ``tests/test_kernel.py``,
+``tests/test_subshells.py`` and ``tests/test_debugger.py`` start their kernels through jupyter_client's
 default kernelspec, ``python3``. This module takes them from the source
 distribution of the ipykernel installed here (:func:`conftest.sdist`) and
 runs them in a pytest subprocess whose ``JUPYTER_PATH`` puts first a
-kernelspec named ``python3`` that starts gkernel (the subshell tests also
-against one that starts gkernel-serve kernels). Nothing in ipykernel's files
+kernelspec named ``python3`` that starts gkernel (the subshell and debugger
+tests also against one that starts gkernel-serve kernels). Nothing in ipykernel's files
 is changed.
 
 The tests left out, and why, are in ``LEFT_OUT``.
@@ -61,8 +61,9 @@ LEFT_OUT = {
 
 #: (kernelspec options, ipykernel's test files run against it)
 KERNELS = {
-    "gkernel": ([], ["tests/test_message_spec.py", "tests/test_kernel.py", "tests/test_subshells.py"]),
-    "gkernel-serve": (["--serve"], ["tests/test_subshells.py"]),
+    "gkernel": ([], ["tests/test_message_spec.py", "tests/test_kernel.py", "tests/test_subshells.py",
+                     "tests/test_debugger.py"]),
+    "gkernel-serve": (["--serve"], ["tests/test_subshells.py", "tests/test_debugger.py"]),
 }
 
 

@@ -1,0 +1,256 @@
+"""The debugger on the wire: breakpoints stop one greenlet, the rest of the kernel and host go on.
+
+ipykernel's own tests/test_debugger.py runs unchanged against gkernel in
+test_ipykernel_suite.py; these cover what gevent adds: a breakpoint in a
+greenlet a cell spawned, a ticker and a neighbour kernel that keep running
+while a cell is stopped, two kernels of one host debugged at once, and a
+kernel without debugger (no monkey-patching) that says why.
+"""
+
+import itertools
+import time
+
+import pytest
+
+from conftest import execute, get_reply, start_kernel, stdout_of, stop_kernel
+
+pytestmark = pytest.mark.timeout(120)
+
+pytest.importorskip("debugpy", reason="the debugger needs debugpy (pip install 'gkernel[debugger]')")
+
+_seq = itertools.count(1)
+
+FUNCTION = "def add(a, b):\n    c = a + b\n    return c\n"
+
+
+def debug(kc, command, **arguments):
+    """Send a debug_request; return the debug_reply's content (a DAP response)."""
+    msg = kc.session.msg("debug_request", {"type": "request", "seq": next(_seq), "command": command,
+                                           "arguments": arguments})
+    kc.control_channel.send(msg)
+    return get_reply(kc, msg["header"]["msg_id"], channel="control")["content"]
+
+
+def start_debugging(kc):
+    reply = debug(kc, "initialize", clientID="test", adapterID="python", pathFormat="path",
+                  linesStartAt1=True, columnsStartAt1=True)
+    assert reply["success"], reply
+    assert debug(kc, "attach")["success"]
+
+
+def breakpoint_in(kc, code, line):
+    """Dump *code* as JupyterLab does and set a breakpoint at *line*; return its source path."""
+    source = debug(kc, "dumpCell", code=code)["body"]["sourcePath"]
+    reply = debug(kc, "setBreakpoints", source={"path": source}, breakpoints=[{"line": line}])
+    assert reply["success"] and reply["body"]["breakpoints"][0]["verified"], reply
+    assert debug(kc, "configurationDone")["success"]
+    return source
+
+
+def debug_events(kc, event, timeout=15):
+    """IOPub messages up to and including the first debug_event *event*; (that event, messages before)."""
+    seen = []
+    deadline = time.monotonic() + timeout
+    while True:
+        msg = kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
+        if msg["msg_type"] == "debug_event" and msg["content"]["event"] == event:
+            return msg["content"], seen
+        seen.append(msg)
+
+
+def rest_of_cell(kc, cell_id, seen):
+    """The IOPub messages of cell *cell_id*: those already *seen*, then the rest up to its idle."""
+    msgs = [msg for msg in seen if msg["parent_header"].get("msg_id") == cell_id]
+    while not (msgs and msgs[-1]["msg_type"] == "status" and msgs[-1]["content"]["execution_state"] == "idle"):
+        msg = kc.get_iopub_msg(timeout=15)
+        if msg["parent_header"].get("msg_id") == cell_id:
+            msgs.append(msg)
+    return msgs
+
+
+def frame_variables(kc, thread_id):
+    """{name: value} of the top frame's locals of stopped thread *thread_id*, and the frame."""
+    frames = debug(kc, "stackTrace", threadId=thread_id)["body"]["stackFrames"]
+    scopes = debug(kc, "scopes", frameId=frames[0]["id"])["body"]["scopes"]
+    local = next(scope for scope in scopes if scope["name"] == "Locals")
+    variables = debug(kc, "variables", variablesReference=local["variablesReference"])["body"]["variables"]
+    return {v["name"]: v["value"] for v in variables}, frames[0]
+
+
+def ticks_while(kc, ticker_id, seconds):
+    """Lines the ticker cell *ticker_id* prints on IOPub within *seconds*."""
+    lines = 0
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            msg = kc.get_iopub_msg(timeout=left)
+        except Exception:
+            break
+        if msg["msg_type"] == "stream" and msg["parent_header"].get("msg_id") == ticker_id:
+            lines += msg["content"]["text"].count("tick")
+    return lines
+
+
+@pytest.fixture
+def kc():
+    km, kc = start_kernel()
+    yield kc
+    debug(kc, "disconnect", restart=False, terminateDebuggee=True)
+    stop_kernel(km, kc)
+
+
+def test_kernel_info_and_kernelspec_offer_the_debugger(kc):
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    from conftest import KERNEL_NAME
+
+    kc.kernel_info()
+    info = kc.get_shell_msg(timeout=15)["content"]
+    assert info["debugger"] is True and "debugger" in info["supported_features"]
+    assert KernelSpecManager().get_kernel_spec(KERNEL_NAME).metadata["debugger"] is True
+
+
+def test_a_breakpoint_stops_the_cell_while_a_ticker_goes_on(kc):
+    ticker_id = kc.execute("import gevent\n"
+                           "def tick():\n"
+                           "    while True:\n"
+                           "        print('tick', flush=True)\n"
+                           "        gevent.sleep(0.05)\n"
+                           "ticker = gevent.spawn(tick)")
+    assert get_reply(kc, ticker_id)["content"]["status"] == "ok"
+    start_debugging(kc)
+    code = FUNCTION + "total = add(2, 3)\ntotal"
+    breakpoint_in(kc, code, 2)
+    cell_id = kc.execute(code)
+    stopped, _ = debug_events(kc, "stopped")
+    assert stopped["body"]["reason"] == "breakpoint"
+    assert stopped["body"]["threadId"] == 1  # the main shell, as under ipykernel
+    assert stopped["body"]["allThreadsStopped"] is False
+    assert debug(kc, "debugInfo")["body"]["stoppedThreads"] == [1]
+
+    # Stopped: the ticker of the earlier cell goes on (20 a second), and so does control.
+    assert ticks_while(kc, ticker_id, 1.0) >= 10
+    started = time.monotonic()
+    assert debug(kc, "threads")["success"]
+    assert time.monotonic() - started < 1.0
+
+    variables, frame = frame_variables(kc, 1)
+    assert (variables["a"], variables["b"]) == ("2", "3")
+    assert frame["name"] == "add" and frame["line"] == 2
+    evaluated = debug(kc, "evaluate", expression="a * 10 + b", frameId=frame["id"], context="repl")
+    assert evaluated["body"]["result"] == "23"
+
+    assert debug(kc, "next", threadId=1)["success"]
+    stepped, _ = debug_events(kc, "stopped")
+    assert stepped["body"]["reason"] == "step"
+    variables, frame = frame_variables(kc, 1)
+    assert frame["line"] == 3 and variables["c"] == "5"
+
+    assert debug(kc, "continue", threadId=1)["success"]
+    reply = get_reply(kc, cell_id)
+    assert reply["content"]["status"] == "ok"
+    assert debug(kc, "debugInfo")["body"]["stoppedThreads"] == []
+    kc.execute("ticker.kill()")
+
+
+def test_a_breakpoint_in_a_spawned_greenlet_stops_that_greenlet_only(kc):
+    start_debugging(kc)
+    code = FUNCTION + ("import gevent\n"
+                       "worker = gevent.spawn(add, 20, 22)\n"
+                       "beats = 0\n"
+                       "while not worker.dead:\n"
+                       "    beats += 1\n"
+                       "    gevent.sleep(0.01)\n"
+                       "print('result', worker.value, 'beats', beats > 20)")
+    breakpoint_in(kc, code, 2)
+    cell_id = kc.execute(code)
+    stopped, before = debug_events(kc, "stopped")
+    thread_id = stopped["body"]["threadId"]
+    assert thread_id != 1  # not the main shell: the cell itself goes on beating
+    threads = {t["id"]: t["name"] for t in debug(kc, "threads")["body"]["threads"]}
+    assert thread_id in threads and threads.get(1) == "shell"
+    variables, frame = frame_variables(kc, thread_id)
+    assert (variables["a"], variables["b"]) == ("20", "22") and frame["name"] == "add"
+    time.sleep(0.5)  # the cell's loop beats meanwhile
+    assert debug(kc, "continue", threadId=thread_id)["success"]
+    assert get_reply(kc, cell_id)["content"]["status"] == "ok"
+    assert "result 42 beats True" in stdout_of(rest_of_cell(kc, cell_id, before))
+
+
+def test_pause_stops_a_spinning_cell_and_inspect_variables_lists_the_namespace(kc):
+    start_debugging(kc)
+    reply, _ = execute(kc, "answer = {'x': [1, 2, 3]}")
+    variables = debug(kc, "inspectVariables")["body"]["variables"]
+    answer = next(v for v in variables if v["name"] == "answer")
+    assert answer["type"] == "dict" and answer["variablesReference"] > 0
+    assert not any(v["name"] in ("In", "Out", "get_ipython") for v in variables)
+    children = debug(kc, "variables", variablesReference=answer["variablesReference"])["body"]["variables"]
+    assert [(c["name"], c["value"]) for c in children] == [("'x'", "[1, 2, 3]")]
+    rich = debug(kc, "richInspectVariables", variableName="answer")
+    assert rich["body"]["data"] == {"text/plain": "{'x': [1, 2, 3]}"}
+
+    cell_id = kc.execute("import time\nspins = 0\nwhile True:\n    spins += 1\n")
+    time.sleep(0.5)
+    assert debug(kc, "pause", threadId=1)["success"]  # JupyterLab pauses thread 1 when none is stopped
+    stopped, _ = debug_events(kc, "stopped")
+    assert stopped["body"]["reason"] == "pause" and stopped["body"]["threadId"] == 1
+    variables, _ = frame_variables(kc, 1)
+    assert int(variables["spins"]) > 0
+    assert debug(kc, "continue", threadId=1)["success"]
+    kc.control_channel.send(kc.session.msg("interrupt_request", {}))
+    assert get_reply(kc, cell_id, timeout=15)["content"]["status"] == "error"
+
+
+def test_malformed_debug_requests_get_an_error_and_the_kernel_goes_on(kc):
+    for content in ({}, {"command": 3}, {"command": "attach", "arguments": []}, {"command": "stackTrace"}):
+        msg = kc.session.msg("debug_request", content)
+        kc.control_channel.send(msg)
+        reply = get_reply(kc, msg["header"]["msg_id"], channel="control")["content"]
+        assert reply["success"] is False and reply["message"], (content, reply)
+    reply, msgs = execute(kc, "print('still here')")
+    assert reply["content"]["status"] == "ok" and stdout_of(msgs) == "still here\n"
+
+
+def test_without_monkey_patching_the_debugger_is_off_and_says_why():
+    km, kc = start_kernel("--no-monkey-patch")
+    try:
+        kc.kernel_info()
+        info = kc.get_shell_msg(timeout=15)["content"]
+        assert info["debugger"] is False and "debugger" not in info["supported_features"]
+        reply = debug(kc, "initialize", clientID="test", adapterID="python")
+        assert reply["success"] is False and "monkey-patching" in reply["message"]
+    finally:
+        stop_kernel(km, kc)
+
+
+def test_two_kernels_of_a_host_are_debugged_at_once_and_a_neighbour_keeps_answering(host):
+    _, a = host.kernel()
+    _, b = host.kernel()
+    _, neighbour = host.kernel()
+    for kc in (a, b):
+        start_debugging(kc)
+    code_a = FUNCTION + "add(1, 2)"
+    code_b = FUNCTION + "add(30, 40)"  # another cell file: each kernel's breakpoints are its own
+    breakpoint_in(a, code_a, 2)
+    breakpoint_in(b, code_b, 2)
+    id_a = a.execute(code_a)
+    stopped_a, _ = debug_events(a, "stopped")
+    id_b = b.execute(code_b)
+    stopped_b, _ = debug_events(b, "stopped")
+    assert stopped_a["body"]["threadId"] == stopped_b["body"]["threadId"] == 1
+    assert frame_variables(a, 1)[0]["a"] == "1"
+    assert frame_variables(b, 1)[0]["a"] == "30"
+
+    # Two cells of the host stopped: a third kernel answers at once.
+    started = time.monotonic()
+    reply, msgs = execute(neighbour, "print(6 * 7)")
+    assert stdout_of(msgs) == "42\n" and time.monotonic() - started < 1.0
+
+    # Each kernel sees only its own events.
+    assert debug(b, "continue", threadId=1)["success"]
+    assert get_reply(b, id_b)["content"]["status"] == "ok"
+    assert debug(a, "debugInfo")["body"]["stoppedThreads"] == [1]
+    assert debug(a, "continue", threadId=1)["success"]
+    assert get_reply(a, id_a)["content"]["status"] == "ok"
+    for kc in (a, b):
+        assert debug(kc, "disconnect", restart=False, terminateDebuggee=True)["success"]
