@@ -39,6 +39,7 @@ a DAP error response saying why.
 
 import ast
 import base64
+import contextvars
 import importlib.metadata
 import importlib.util
 import itertools
@@ -264,7 +265,7 @@ class DebugServer:
         #: why the debugger cannot run in this process, or None
         self.unavailable = self._unavailable()
         self._socket = None
-        self._reader = None
+        self._greenlets = []
         self._sessions = []
         self._seq = itertools.count(1)
         #: our seq -> the AsyncResult its response goes to
@@ -306,8 +307,15 @@ class DebugServer:
                 return
             if self.unavailable is not None:
                 raise DapError(self.unavailable)
+            # In a greenlet of no cell and no context of a kernel: pydevd's reader and writer and
+            # ours are spawned from it, and must not belong to (and end with) the kernel that
+            # happened to start the debugger first.
+            starter = gevent.Greenlet(self._connect)
+            starter.spawn_tree_locals = {}
+            starter.gr_context = contextvars.Context()
+            starter.start()
             try:
-                self._connect()
+                starter.get()
             except DapError as exc:
                 self.unavailable = str(exc)
                 raise
@@ -347,9 +355,27 @@ class DebugServer:
             py_db.trace_dispatch, pydevd_tracing._last_tracing_func_thread_local,
             pydevd_tracing.TracingFunctionHolder._original_tracing or sys.settrace)
         self._socket = sock
-        self._reader = gevent.spawn(self._read)
-        gevent.spawn(self._deliver)
+        self._greenlets = [gevent.spawn(self._read), gevent.spawn(self._deliver)]
         self.log.info("debugger: pydevd listening in-process on %s:%s", host, port)
+
+    def close(self):
+        """End debugging in this process, while the hub still runs (the process is ending).
+
+        pydevd would otherwise end its reader and writer from an ``atexit``
+        handler, in interpreter shutdown, where waiting for greenlets can hang.
+        """
+        if self._socket is None:
+            return
+        if self._sessions:
+            self._sessions.clear()
+            self._greenlet_tracing.stop()
+        import pydevd
+
+        pydevd.stoptrace()
+        gevent.killall(self._greenlets, timeout=1)
+        self._socket.close()
+        self._socket = None
+        self.unavailable = "the process is ending"
 
     # -- sessions ------------------------------------------------------------------
 
@@ -583,6 +609,24 @@ class Debugger:
                      "rules": [{"path": path, "include": False} for path in self.server.internal_paths()]}
         arguments.pop("connect", None)
         return self.server.attach(self, request, arguments)
+
+    def _on_continue(self, request, arguments):
+        """Resume the kernel's stopped threads (one with ``singleThread``), never another kernel's.
+
+        pydevd's continue resumes every thread of the process unless told one.
+        """
+        if not self.started:
+            return response(request, False, message="continue: the debugger is not started")
+        if "threadId" not in arguments:
+            return response(request, False, message="continue: threadId is required")
+        wanted = self._to_pydevd(arguments["threadId"])
+        others = [] if arguments.get("singleThread") else [t for t in self.stopped if t != wanted]
+        reply = None
+        for thread_id in [wanted, *others]:
+            resumed = self.server.request({**request, "arguments": {**arguments, "threadId": thread_id,
+                                                                     "singleThread": True}})
+            reply = reply or resumed
+        return {**reply, "body": {"allThreadsContinued": not arguments.get("singleThread")}}
 
     def _on_configurationDone(self, request, arguments):
         return response(request)  # pydevd got it at attach (see DebugServer.attach)

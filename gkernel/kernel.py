@@ -210,6 +210,9 @@ class Kernel(LoggingConfigurable):
 
     def stop_serving(self):
         """First half of :meth:`close`: take no more requests."""
+        # Before the cells' greenlets are killed: one killed while stopped at a breakpoint would
+        # leave pydevd believing its thread stopped, and a later greenlet reusing its id would stop.
+        self.debugger.close()
         # Readers go first: no greenlet may wait on a socket being closed.
         gevent.killall(self._readers, timeout=1)
         if self._shell_builder is not None:
@@ -220,7 +223,6 @@ class Kernel(LoggingConfigurable):
     def release(self):
         """Second half of :meth:`close`, once the cells' greenlets are gone: flush, then close everything."""
         remove_patches(self)
-        self.debugger.close()
         self.flush_output()
         self.publisher.flush(timeout=2.0)
         self.publisher.stop()

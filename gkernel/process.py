@@ -79,6 +79,7 @@ class ProcessRuntime:
 
     def stop(self):
         """Restore the streams and fds, and IPython's singleton (after the kernels closed)."""
+        self.debug_server.close()
         shell = sys.modules.get(f"{__package__}.shell")  # imported by the first kernel's shell
         if shell is not None:
             shell.uninstall_process_hooks()

@@ -254,3 +254,40 @@ def test_two_kernels_of_a_host_are_debugged_at_once_and_a_neighbour_keeps_answer
     assert get_reply(a, id_a)["content"]["status"] == "ok"
     for kc in (a, b):
         assert debug(kc, "disconnect", restart=False, terminateDebuggee=True)["success"]
+
+
+def test_an_interrupt_ends_a_stopped_cell_and_the_debugger_stops_it_again(kc):
+    start_debugging(kc)
+    code = FUNCTION + "add(4, 5)"
+    breakpoint_in(kc, code, 2)
+    for attempt in range(2):
+        cell_id = kc.execute(code)
+        debug_events(kc, "stopped")
+        if attempt == 0:
+            kc.control_channel.send(kc.session.msg("interrupt_request", {}))
+            reply = get_reply(kc, cell_id)["content"]
+            assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
+        else:
+            assert debug(kc, "continue", threadId=1)["success"]
+            assert get_reply(kc, cell_id)["content"]["status"] == "ok"
+    reply, msgs = execute(kc, "print('after')")
+    assert stdout_of(msgs) == "after\n"
+
+
+def test_a_kernel_stopped_at_a_breakpoint_shuts_down_and_its_host_goes_on(host):
+    kernel_id, stopped = host.kernel()
+    _, other = host.kernel()
+    start_debugging(stopped)
+    code = FUNCTION + "add(1, 1)"
+    breakpoint_in(stopped, code, 2)
+    stopped.execute(code)
+    debug_events(stopped, "stopped")
+    host.api.shutdown(kernel_id)
+    assert kernel_id not in {k["id"] for k in host.api.list()}
+    # The host and its other kernel go on, and the other kernel can still debug.
+    start_debugging(other)
+    breakpoint_in(other, code, 2)
+    cell_id = other.execute(code)
+    debug_events(other, "stopped")
+    assert debug(other, "continue", threadId=1)["success"]
+    assert get_reply(other, cell_id)["content"]["status"] == "ok"

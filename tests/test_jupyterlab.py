@@ -265,6 +265,40 @@ class Notebook:
             lines.append(f"{t - start:7.3f}s {direction:8} {name}")
         return lines
 
+    def debug_timeline(self):
+        """Lines: each debug_request the front end sent (its DAP command), the kernel's debug_reply
+        (success or its message) and debug_event, timed from the first."""
+        lines, start = [], None
+        for t, direction, msg in self.traffic:
+            kind = msg["header"].get("msg_type", "")
+            if not kind.startswith("debug_"):
+                continue
+            content = msg.get("content") or {}
+            start = t if start is None else start
+            if kind == "debug_request":
+                text = f"{content.get('command')} {json.dumps(content.get('arguments') or {})[:120]}"
+            elif kind == "debug_reply":
+                text = f"  <- {content.get('command')} " + (
+                    "ok" if content.get("success") else f"FAILED: {content.get('message')}")
+                variables = (content.get("body") or {}).get("variables")
+                if variables is not None:
+                    text += " " + ", ".join(f"{v.get('name')}={v.get('value', '')[:20]}" for v in variables)
+            else:
+                text = f"  event {content.get('event')} {json.dumps(content.get('body') or {})[:120]}"
+            lines.append(f"{t - start:7.3f}s {text}")
+        return lines
+
+    def debug_reply(self, command, timeout=10):
+        """The content of the kernel's first debug_reply to a DAP *command*; None if none came in *timeout* s."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for msg in self.received:
+                if msg["header"].get("msg_type") == "debug_reply" and msg["content"].get("command") == command:
+                    return msg["content"]
+            if time.monotonic() > deadline:
+                return None
+            self.page.wait_for_timeout(100)  # (Playwright delivers the frames while it waits)
+
     def screenshot(self, name):
         path = self.tmp_path / f"{name}.png"
         self.page.screenshot(path=str(path))
@@ -276,6 +310,8 @@ class Notebook:
         received = [summary(m) for m in self.received if m.get("channel") == "iopub"]
         print("kernel -> front end (iopub):", sorted(set(received)))
         print("comm/execute timeline:", *self.comm_timeline(), sep="\n  ")
+        if any(m["header"].get("msg_type", "").startswith("debug_") for m in self.received):
+            print("debugger (DAP) timeline:", *self.debug_timeline(), sep="\n  ")
         errors = [line for line in self.console if line.startswith(("error", "pageerror"))]
         if errors:
             print("browser console errors:", *errors, sep="\n  ")
@@ -376,3 +412,79 @@ def test_a_cell_that_spins_the_cpu_shows_busy_and_each_line_as_printed(notebook,
     assert 0.5 < time.monotonic() - started < 1.6
     nb.wait_output(0, r"step 3", timeout=5_000)
     expect(nb.page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")).to_have_count(1)
+
+
+#: an earlier cell's greenlet: it must go on while the debugger holds a later cell at a breakpoint
+TICKER = ("import gevent\n"
+          "ticks = []\n"
+          "def tick():\n"
+          "    while True:\n"
+          "        ticks.append(1)\n"
+          "        gevent.sleep(0.05)\n"
+          "ticker = gevent.spawn(tick)")
+#: the breakpoint goes on line 2 (c = a + b); the ticks counted around the call are those of the stop
+ADD = ("def add(a, b):\n"
+       "    c = a + b\n"
+       "    return c\n"
+       "before = len(ticks)\n"
+       "result = add(2, 3)\n"
+       "during = len(ticks) - before\n"
+       "result")
+REPORT = "ticker.kill()\nprint('ticks while stopped:', during)"
+
+
+def test_the_debugger_stops_at_a_breakpoint_while_other_greenlets_run(notebook):
+    nb = notebook(KERNEL_NAME, TICKER, ADD, REPORT)
+    page = nb.page
+    nb.run(0)  # the ticker runs before the debugger is on
+    expect(page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")).to_have_count(1)
+    # The bug toggle in the notebook's toolbar: the debugger sidebar opens, line numbers show.
+    bug = page.locator(".jp-NotebookPanel-toolbar .jp-DebuggerBugButton")
+    expect(bug).to_have_attribute("aria-pressed", "false")
+    bug.click()
+    expect(bug).to_have_attribute("aria-pressed", "true")
+    sidebar = page.locator("#jp-debugger-sidebar")
+    expect(sidebar).to_be_visible()
+    # A click in the breakpoint gutter beside line 2 of the cell (the gutter left of the line numbers).
+    editor = nb.cells.nth(1).locator(".cm-editor")
+    line_number = editor.locator(".cm-lineNumbers .cm-gutterElement", has_text=re.compile(r"^2$"))
+    expect(line_number).to_be_visible()
+    row, gutter = line_number.bounding_box(), editor.locator(".cm-gutter.cm-breakpoint-gutter").bounding_box()
+    page.mouse.click(gutter["x"] + gutter["width"] / 2, row["y"] + row["height"] / 2)
+    breakpoint = sidebar.locator(".jp-DebuggerBreakpoint")
+    expect(breakpoint).to_have_count(1)
+    expect(breakpoint.locator(".jp-DebuggerBreakpoint-line")).to_have_text("2")
+    # Run the cell: it stops in add(); the sidebar shows its frame and arguments.
+    nb.run(1)
+    frames = sidebar.locator(".jp-DebuggerCallstackFrame")
+    expect(frames.first.locator(".jp-DebuggerCallstackFrame-name")).to_have_text("add", timeout=15_000)
+    expect(frames.first.locator(".jp-DebuggerCallstackFrame-location")).to_have_text(re.compile(r":2$"))
+    stopped = time.monotonic()
+    variables = sidebar.locator(".jp-DebuggerVariables jp-tree-item")
+    for name, value in (("a", "2"), ("b", "3")):
+        label = page.locator(".jp-DebuggerVariables-name", has_text=re.compile(rf"^{name}$"))
+        item = variables.filter(has=label)
+        expect(item.locator(".jp-DebuggerVariables-detail")).to_have_text(value)
+    expect(editor.locator(".cm-line", has_text="c = a + b")).to_be_visible()
+    assert "Busy" in nb.kernel_status(), nb.kernel_status()
+    assert nb.output_text(1) == "", f"the cell went on past its breakpoint: {nb.output_text(1)!r}"
+    nb.screenshot("debugger-stopped")
+    # Stay stopped a while (the ticker ticks every 0.05 s), then Continue in the callstack's toolbar.
+    time.sleep(max(0.0, 1.5 - (time.monotonic() - stopped)))
+    sidebar.locator("jp-button[title^='Continue']").click()
+    held = time.monotonic() - stopped
+    nb.wait_output(1, r"\b5\s*$", timeout=15_000)
+    assert nb.output_text(1).strip() == "5", nb.output_text(1)
+    expect(frames).to_have_count(0)
+    expect(page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")).to_have_count(1)
+    # The earlier cell's greenlet went on while the cell was stopped.
+    nb.run(2)
+    during = int(nb.wait_output(2, r"ticks while stopped: (\d+)").group(1))
+    print(f"ticker: {during} ticks while stopped (over {held:.1f} s)")
+    assert during >= 10, f"the ticker ticked {during} times while the cell was stopped for over {held:.1f} s"
+    # The toggle turns the debugger off: JupyterLab disconnects, the kernel stays idle.
+    bug.click()
+    expect(bug).to_have_attribute("aria-pressed", "false")
+    disconnected = nb.debug_reply("disconnect")
+    assert disconnected and disconnected["success"], disconnected or "no reply to the debugger's disconnect"
+    expect(page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")).to_have_count(1)
