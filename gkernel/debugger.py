@@ -281,6 +281,8 @@ class DebugServer:
 
     @staticmethod
     def _unavailable():
+        if sys.version_info < (3, 11):
+            return "the debugger needs Python 3.11+ (PyThreadState_EnterTracing, see GreenletTracing)"
         if importlib.util.find_spec("debugpy") is None:
             return "debugpy is not installed (pip install 'gkernel[debugger]')"
         version = importlib.metadata.version("debugpy")
@@ -323,6 +325,8 @@ class DebugServer:
     def _connect(self):
         # pydevd warns that frozen stdlib modules may hide breakpoints in them; cells are not frozen.
         os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+        # On 3.12+ pydevd would use sys.monitoring; greenlets need its settrace mode (GreenletTracing).
+        os.environ.setdefault("PYDEVD_USE_SYS_MONITORING", "0")
         import debugpy
         import debugpy.server.api  # noqa: F401  puts pydevd on the import path
         import pydevd
@@ -718,7 +722,11 @@ class Debugger:
     def _on_inspectVariables(self, request, arguments):
         """The user's variables, when nothing is stopped (the panel's view between cells)."""
         self._variables = _VariableTable()
-        namespace = self.kernel.shell.user_ns if self.kernel.shell is not None else {}
+        shell = self.kernel.shell
+        # What %who lists: not the names IPython put there itself (unless the user rebound them).
+        hidden = shell.user_ns_hidden
+        namespace = {name: value for name, value in list(shell.user_ns.items())
+                     if _user_name(name) and not (name in hidden and hidden[name] is value)}
         return response(request, body={"variables": self._variables.children(namespace)})
 
     def _on_variables(self, request, arguments):
@@ -849,7 +857,7 @@ class _VariableTable:
         self._next = itertools.count(1)
 
     def children(self, namespace):
-        return [self._describe(name, repr_name, value) for name, repr_name, value in _items_of_namespace(namespace)]
+        return [self._describe(name, name, value) for name, value in namespace.items()]
 
     def expand(self, reference):
         value = self._objects.get(reference)
@@ -868,10 +876,6 @@ class _VariableTable:
             text = f"<repr failed: {type(exc).__name__}>"
         return {"name": name, "value": text[:1000], "type": type(value).__name__, "evaluateName": expression,
                 "variablesReference": reference}
-
-
-def _items_of_namespace(namespace):
-    return [(name, name, value) for name, value in list(namespace.items()) if _user_name(name)]
 
 
 def _items_of(value, probe=False):

@@ -183,7 +183,7 @@ def test_pause_stops_a_spinning_cell_and_inspect_variables_lists_the_namespace(k
     variables = debug(kc, "inspectVariables")["body"]["variables"]
     answer = next(v for v in variables if v["name"] == "answer")
     assert answer["type"] == "dict" and answer["variablesReference"] > 0
-    assert not any(v["name"] in ("In", "Out", "get_ipython") for v in variables)
+    assert not any(v["name"] in ("In", "Out", "get_ipython", "open", "exit") for v in variables)
     children = debug(kc, "variables", variablesReference=answer["variablesReference"])["body"]["variables"]
     assert [(c["name"], c["value"]) for c in children] == [("'x'", "[1, 2, 3]")]
     rich = debug(kc, "richInspectVariables", variableName="answer")
