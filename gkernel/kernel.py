@@ -139,6 +139,9 @@ class Kernel(LoggingConfigurable):
         self.debugger = Debugger(self, debug_server)
         #: the most recent non-silent execute_request: owner of output from outside any cell
         self.last_parent = None
+        #: when it started (monotonic): which kernel of a host ran a cell last is ours to say,
+        #: not the clients' (their header dates come from other clocks, or are not dates at all)
+        self.last_parent_at = 0.0
         #: the request last served on each channel (see get_parent)
         self._channel_parents = {"shell": None, "control": None}
         #: when the kernel last started or finished serving a request (epoch seconds)
@@ -552,6 +555,7 @@ class Kernel(LoggingConfigurable):
             cell.execution_count = shell.execution_count
         if not silent:
             self.last_parent = request.msg
+            self.last_parent_at = time.monotonic()
             count = shell.execution_count if store_history else shell.execution_count - 1
             self.publisher.publish("execute_input", {"code": code, "execution_count": count},
                                    parent=request.msg)

@@ -54,5 +54,20 @@ def parse_content(msg_type, content, fields):
             raise InvalidRequest(
                 f"{msg_type}: field {name!r} must be {_type_names(spec.types)}, not {type(value).__name__}"
             )
+        _check_value(msg_type, name, value)
         kwargs[name] = value
     return kwargs
+
+
+def _check_value(msg_type, name, value):
+    """What JSON allows but no handler can use: integers beyond 64 bits (SQLite's, the C
+    libraries'), strings with lone surrogates (JSON's \\ud800 escapes; not encodable, so not
+    compilable, storable or publishable)."""
+    if isinstance(value, int) and not isinstance(value, bool) and not -2**63 <= value < 2**63:
+        raise InvalidRequest(f"{msg_type}: field {name!r} is out of range (more than 64 bits)")
+    if isinstance(value, str) and not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidRequest(f"{msg_type}: field {name!r} is not valid Unicode "
+                                 f"(a lone surrogate at position {exc.start})") from None

@@ -95,7 +95,7 @@ class ProcessRuntime:
     def most_recent_kernel(self):
         """The kernel that most recently started a (non-silent) cell, or None."""
         active = [kernel for kernel in self.kernels() if kernel.last_parent is not None]
-        return max(active, key=lambda kernel: kernel.last_parent["header"]["date"], default=None)
+        return max(active, key=lambda kernel: kernel.last_parent_at, default=None)
 
     def _fd_sink(self, name):
         def sink(text, target):

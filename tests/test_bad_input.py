@@ -48,6 +48,12 @@ class RawClient:
         self.sock.send_multipart(self.session.serialize(msg))
         return msg
 
+    def header(self, msg_type):
+        """A header as sent on the wire (its date a string)."""
+        header = self.session.msg_header(msg_type)
+        header["date"] = header["date"].isoformat()
+        return header
+
     def signed_raw(self, header, content_bytes):
         """Frames with a valid signature over arbitrary content bytes."""
         parts = [json.dumps(header).encode(), b"{}", b"{}", content_bytes]
@@ -155,10 +161,28 @@ def test_wrong_types_in_other_requests(raw):
     raw.assert_serving()
 
 
+@pytest.mark.parametrize("msg_type, content_bytes, reason", [
+    ("history_request", b'{"hist_access_type": "tail", "n": 1208925819614629174706176}',
+     "field 'n' is out of range (more than 64 bits)"),
+    ("history_request", b'{"hist_access_type": "range", "session": -1, "start": -99999999999999999999}',
+     "field 'start' is out of range"),
+    ("execute_request", b'{"code": "x = \'\\ud800\'"}',
+     "field 'code' is not valid Unicode (a lone surrogate at position 5)"),
+    ("complete_request", b'{"code": "\\udfff", "cursor_pos": 1}', "field 'code' is not valid Unicode"),
+])
+def test_values_json_allows_but_no_handler_can_use_get_a_clear_error(raw, msg_type, content_bytes, reason):
+    header = raw.header(msg_type)
+    raw.send_frames(raw.signed_raw(header, content_bytes))
+    reply = raw.reply()
+    assert reply["parent_header"]["msg_id"] == header["msg_id"]
+    assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "InvalidRequest"
+    assert reason in reply["content"]["evalue"]
+    raw.assert_serving()
+
+
 @pytest.mark.parametrize("content_bytes", [b"{not json", b"[1, 2, 3]"])
 def test_bad_content_with_valid_signature(raw, content_bytes):
-    header = raw.session.msg_header("execute_request")
-    header["date"] = header["date"].isoformat()
+    header = raw.header("execute_request")
     raw.send_frames(raw.signed_raw(header, content_bytes))
     reply = raw.reply()
     assert reply["msg_type"] == "execute_reply" and reply["content"]["status"] == "error"

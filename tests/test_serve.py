@@ -424,3 +424,38 @@ def test_ipc_transport(tmp_path):
         assert wait_for(lambda: not os.path.exists(f"{connection['ip']}-{connection['shell_port']}"), timeout=5)
     finally:
         host.close()
+
+
+def test_a_header_date_that_is_not_a_date_breaks_no_kernel_of_the_host(host):
+    """Clients' header dates are theirs (any clock, any string): output from outside any cell
+    (a gevent server's handler, a hub callback) still reaches the kernel that ran a cell last."""
+    import socket
+
+    _, a = host.kernel()
+    _, b = host.kernel()
+    msg = a.session.msg("execute_request", {"code": "'a ran'", "silent": False, "store_history": True,
+                                            "user_expressions": {}, "allow_stdin": False})
+    msg["header"]["date"] = "yesterday"
+    a.shell_channel.send(msg)
+    assert get_reply(a, msg["header"]["msg_id"])["content"]["status"] == "ok"
+    reply, msgs = execute(b, "import gevent\nfrom gevent.server import StreamServer\n"
+                             "def echo(sock, address):\n"
+                             "    print('handler got', sock.recv(10).decode())\n"
+                             "    sock.sendall(b'pong')\n"
+                             "server = StreamServer(('127.0.0.1', 0), echo)\nserver.start()\n"
+                             "gevent.get_hub().loop.run_callback(print, 'from the hub')\n"
+                             "gevent.sleep(0.1)\nport = server.address[1]")
+    assert reply["content"]["status"] == "ok" and "from the hub" in "".join(
+        m["content"].get("text", "") for m in msgs)
+    port = int(result_of(b, "port"))
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"ping")
+        assert sock.recv(4) == b"pong"  # the handler ran (and did not die printing)
+    handled = []
+    deadline = time.monotonic() + 10
+    while not handled and time.monotonic() < deadline:
+        msg = b.get_iopub_msg(timeout=10)
+        if msg["msg_type"] == "stream" and "handler got ping" in msg["content"]["text"]:
+            handled.append(msg)
+    assert handled, "the handler's output did not reach the kernel that ran a cell last"
+    assert execute(b, "server.stop()")[0]["content"]["status"] == "ok"
