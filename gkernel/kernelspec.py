@@ -55,8 +55,13 @@ def install(name=DEFAULT_NAME, display_name=None, user=False, prefix=None, serve
     default_display = "Python 3 (gkernel serve)" if serve else "Python 3 (gkernel)"
     spec = kernel_spec(display_name or default_display, serve=serve)
     with tempfile.TemporaryDirectory() as tmp:
-        with open(os.path.join(tmp, "kernel.json"), "w") as f:
+        path = os.path.join(tmp, "kernel.json")
+        with open(path, "w") as f:
             json.dump(spec, f, indent=1)
+        # The spec is copied with its modes: a temporary directory's 0700 would hide it from the
+        # other users of a --sys-prefix or --prefix install. A spec holds no secret.
+        os.chmod(tmp, 0o755)
+        os.chmod(path, 0o644)
         return KernelSpecManager().install_kernel_spec(tmp, name, user=user, prefix=prefix)
 
 

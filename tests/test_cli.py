@@ -30,6 +30,9 @@ def test_install_and_uninstall_with_prefix(tmp_path):
     assert spec["display_name"] == "GK CLI" and spec["language"] == "python"
     assert spec["interrupt_mode"] == "signal"
     assert spec["metadata"]["gkernel"]["version"]
+    # Readable by the other users of the prefix, whatever the umask of whoever installed it.
+    assert stat.S_IMODE(spec_dir.stat().st_mode) == 0o755
+    assert stat.S_IMODE((spec_dir / "kernel.json").stat().st_mode) == 0o644
     env = {**os.environ, "JUPYTER_PATH": str(tmp_path / "share" / "jupyter")}
     listed = subprocess.run([os.path.join(os.path.dirname(sys.executable), "jupyter"), "kernelspec", "list", "--json"],
                             capture_output=True, text=True, env=env, check=True)
