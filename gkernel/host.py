@@ -27,7 +27,7 @@ from traitlets.config import LoggingConfigurable
 
 from .cells import cell_greenlets
 from .kernel import Kernel
-from .transport import Transport
+from .transport import Transport, curve_keys
 
 __all__ = ["KernelHost", "HostError"]
 
@@ -67,6 +67,7 @@ class KernelHost(LoggingConfigurable):
         self.process = process
         #: kernel id -> Kernel
         self.kernels = {}
+        self._warned_plaintext = False
         self.started = time.time()
         self._culler = gevent.spawn(self._cull) if self.cull_idle_timeout > 0 else None
         self._shells = None
@@ -101,16 +102,23 @@ class KernelHost(LoggingConfigurable):
                 self.log.warning("no kernel for %g s: ending the host", timeout)
                 self.deserted.set()
 
-    def create(self, info=None, kernel_id=None):
-        """Start a kernel; returns it. A restart passes the connection info and id to reuse."""
+    def create(self, info=None, kernel_id=None, encrypt=False):
+        """Start a kernel; returns it. A restart passes the connection info and id to reuse.
+
+        *encrypt*: give a new kernel a CurveZMQ key pair (a caller's connection info brings its own).
+        """
         if len(self.kernels) >= self.max_kernels:
             raise HostError(f"this host already runs {len(self.kernels)} kernels (--max-kernels={self.max_kernels})")
         from .session import VerifyingSession as Session
 
         # Given connection info, this is a restart: the former kernel's clients are reconnecting.
         restart = bool(info)
-        info = self._checked(info) if info else self._new_connection_info()
+        info = self._checked(info) if info else self._new_connection_info(encrypt)
         transport = self._bind(info)
+        if transport.curve is None and info["transport"] == "tcp" and not self._warned_plaintext:
+            self._warned_plaintext = True
+            self.log.warning("kernel channels are not encrypted (HMAC-signed only): clients ask for CurveZMQ "
+                             "with KernelManager.transport_encryption='auto' (warned once)")
         transport.green()
         session = Session(key=info["key"].encode(), signature_scheme=info["signature_scheme"],
                           username="kernel", parent=self)
@@ -150,9 +158,15 @@ class KernelHost(LoggingConfigurable):
 
             if not isinstance(ip, str) or os.path.dirname(os.path.abspath(ip)) != os.path.abspath(jupyter_runtime_dir()):
                 raise HostError(f"create: ipc paths must be in the runtime directory, not {ip!r}")
-        return {"transport": transport, "ip": ip, "key": key, "signature_scheme": scheme, **ports}
+        checked = {"transport": transport, "ip": ip, "key": key, "signature_scheme": scheme, **ports}
+        curve = {name: info[name] for name in ("curve_publickey", "curve_secretkey") if name in info}
+        try:
+            curve_keys(curve)
+        except ValueError as exc:
+            raise HostError(f"create: {exc}") from None
+        return {**checked, **curve}
 
-    def _new_connection_info(self):
+    def _new_connection_info(self, encrypt=False):
         key = uuid.uuid4().hex
         ip = self.ip
         if self.transport == "ipc":
@@ -162,7 +176,13 @@ class KernelHost(LoggingConfigurable):
             runtime = jupyter_runtime_dir()
             os.makedirs(runtime, mode=0o700, exist_ok=True)
             ip = os.path.join(runtime, f"gkernel-ipc-{key[:12]}")
-        return {"transport": self.transport, "ip": ip, "key": key, "signature_scheme": "hmac-sha256"}
+        info = {"transport": self.transport, "ip": ip, "key": key, "signature_scheme": "hmac-sha256"}
+        if encrypt:
+            if not zmq.has("curve"):
+                raise HostError("create: this host's libzmq has no CurveZMQ (it needs libsodium)")
+            public, secret = zmq.curve_keypair()
+            info.update(curve_publickey=public.decode(), curve_secretkey=secret.decode())
+        return info
 
     def _bind(self, info):
         deadline = time.monotonic() + 2

@@ -71,6 +71,11 @@ class GKernelApp(ShellConfigHelp, Application):
     ).tag(config=True)
     ip = Unicode("127.0.0.1", help="Address to bind when the connection file does not name one.").tag(config=True)
     transport = CaselessStrEnum(["tcp", "ipc"], "tcp", help="ZeroMQ transport for a new connection file.").tag(config=True)
+    encrypt = Bool(
+        False, help="Encrypt the channels with CurveZMQ when this kernel writes its own connection file "
+                    "(a new key pair goes into it). A connection file given with -f that holds a key "
+                    "pair (jupyter_client's transport_encryption) is always encrypted."
+    ).tag(config=True)
     monkey_patch = Bool(
         True, help="Call gevent.monkey.patch_all() before user code runs, so blocking "
                    "standard-library calls in cells yield to other greenlets."
@@ -103,6 +108,7 @@ class GKernelApp(ShellConfigHelp, Application):
     flags = {
         "no-monkey-patch": ({"GKernelApp": {"monkey_patch": False}}, "Do not call gevent.monkey.patch_all()."),
         "no-capture-fd": ({"GKernelApp": {"capture_fd": False}}, "Leave file descriptors 1 and 2 alone."),
+        "encrypt": ({"GKernelApp": {"encrypt": True}}, "CurveZMQ-encrypt a connection file the kernel writes."),
         "debug": ({"Application": {"log_level": 10}}, "Log at DEBUG level."),
     }
 
@@ -127,6 +133,13 @@ class GKernelApp(ShellConfigHelp, Application):
         except zmq.ZMQError as exc:
             self.log.critical("cannot bind the kernel's ports on %s: %s", self._info.get("ip"), exc)
             self.exit(1)
+        except ValueError as exc:  # a CurveZMQ key pair that cannot be used
+            self.log.critical("%s", exc)
+            self.exit(1)
+        if self._transport.curve is None and self._info["transport"] == "tcp":
+            self.log.warning("the channels are not encrypted (HMAC-signed only): a client asks for CurveZMQ "
+                             "with KernelManager.transport_encryption='auto'; a kernel writing its own "
+                             "connection file, with --encrypt")
 
     def start(self):
         from .session import VerifyingSession as Session
@@ -236,15 +249,24 @@ class GKernelApp(ShellConfigHelp, Application):
         import uuid
         info = {"transport": self.transport, "ip": self.ip, "key": str(uuid.uuid4()),
                 "signature_scheme": "hmac-sha256"}
+        if self.encrypt:
+            import zmq
+
+            if not zmq.has("curve"):
+                self.log.critical("--encrypt: this libzmq has no CurveZMQ (it needs libsodium)")
+                self.exit(1)
+            public, secret = zmq.curve_keypair()
+            info.update(curve_publickey=public.decode(), curve_secretkey=secret.decode())
         return info, own_file
 
     def _write_connection_file(self, info):
         from jupyter_client.connect import write_connection_file
 
         ports = {k: v for k, v in info.items() if k.endswith("_port")}
+        curve = {k: info[k].encode() for k in ("curve_publickey", "curve_secretkey") if info.get(k)}
         write_connection_file(self.connection_file, ip=info["ip"], key=info["key"].encode(),
                               transport=info["transport"], signature_scheme=info["signature_scheme"],
-                              kernel_name="gkernel", **ports)
+                              kernel_name="gkernel", **ports, **curve)
 
     def _remove_connection_file(self):
         try:

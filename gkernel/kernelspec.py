@@ -11,6 +11,7 @@ import os
 import sys
 import tempfile
 
+import zmq
 from traitlets import Bool, Unicode
 from traitlets.config import Application
 
@@ -41,6 +42,10 @@ def kernel_spec(display_name="Python 3 (gkernel)", python=None, serve=False):
         "metadata": {"debugger": importlib.util.find_spec("debugpy") is not None,
                      "gkernel": {"version": __version__}},
     }
+    if zmq.has("curve"):
+        # jupyter_client then writes a CurveZMQ key pair into the connection info when its manager's
+        # transport_encryption is "auto" or "required" (gkernel.transport; the provisioner for serve).
+        spec["metadata"]["supported_encryption"] = ["curve"]
     if serve:
         # A host's kernels share its process: a signal cannot pick one of them.
         spec["interrupt_mode"] = "message"

@@ -84,7 +84,10 @@ class ManagementServer:
                 connection = args.get("connection")  # a restart in place reuses ports and key
                 if connection is not None and not isinstance(connection, dict):
                     raise HostError("create: connection must be a connection-info object")
-                kernel = host.create(info=connection)
+                encrypt = args.get("encrypt", False)
+                if not isinstance(encrypt, bool):
+                    raise HostError("create: encrypt must be true or false")
+                kernel = host.create(info=connection, encrypt=encrypt)
                 return {"status": "ok", "kernel": host.describe(kernel)}, None
             if op == "list":
                 return {"status": "ok", "kernels": [host.describe(k) for k in host.kernels.values()]}, None
@@ -154,6 +157,10 @@ class HostClient:
         # provisioner per kernel must not mean a libzmq I/O thread per kernel.
         self._socket = zmq.Context.instance().socket(zmq.DEALER)
         self._socket.linger = 0
+        if self.info.get("curve_publickey"):
+            public, secret = self.info["curve_publickey"].encode(), self.info["curve_secretkey"].encode()
+            self._socket.curve_publickey, self._socket.curve_secretkey = public, secret
+            self._socket.curve_serverkey = public
         self._socket.connect(f"tcp://{self.info['ip']}:{self.info['port']}")
 
     def close(self):
@@ -182,9 +189,12 @@ class HostClient:
             raise HostError(reply["content"].get("evalue", "the host refused the request"))
         return reply["content"]
 
-    def create(self, connection=None):
-        """A new kernel's description; *connection* reuses a former kernel's connection info."""
+    def create(self, connection=None, encrypt=False):
+        """A new kernel's description; *connection* reuses a former kernel's connection info,
+        *encrypt* gives a new kernel a CurveZMQ key pair (in its connection info)."""
         args = {"connection": connection} if connection else {}
+        if encrypt:
+            args["encrypt"] = True
         return self.request("create", **args)["kernel"]
 
     def list(self):

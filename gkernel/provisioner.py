@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 
+import zmq
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from traitlets import Float, Unicode
 
@@ -65,17 +66,29 @@ class ServeProvisioner(KernelProvisionerBase):
         kwargs.setdefault("cmd", self.kernel_spec.argv)
         return kwargs
 
+    def _encrypt(self):
+        """Whether the manager asks for CurveZMQ (jupyter_client 8.9+'s transport_encryption).
+
+        Its own provisioner writes the key pair into the connection file; here the host makes
+        the kernel's (a restart brings the former kernel's back, in its connection info).
+        """
+        policy = str(getattr(self.parent, "transport_encryption", "disabled")).lower()
+        if policy == "required" and not zmq.has("curve"):
+            raise HostError("transport_encryption='required', but this libzmq has no CurveZMQ")
+        return policy in ("auto", "required") and zmq.has("curve")
+
     async def launch_kernel(self, cmd, **kwargs):
         client = await self._host()
+        encrypt = self._encrypt()
         try:
-            kernel = client.create(self._restart_info)
+            kernel = client.create(self._restart_info, encrypt=encrypt)
         except HostError:
             if self.host_file or not client.gone():
                 raise
             # It ended (its timeout without kernels) between our finding it and asking: use a new one.
             client.close()
             self._client = None
-            kernel = (await self._host()).create(self._restart_info)
+            kernel = (await self._host()).create(self._restart_info, encrypt=encrypt)
         self._restart_info = None
         self.kernel_id_in_host = kernel["id"]
         info = dict(kernel["connection"])

@@ -122,6 +122,13 @@ class ServeApp(ShellConfigHelp, Application):
         import zmq.green
         socket = zmq.green.Context.shadow(context.underlying).socket(zmq.ROUTER)
         socket.linger = 500
+        curve = {}
+        if zmq.has("curve"):
+            # The API is encrypted as the kernels can be: its key pair is in the host file (0600),
+            # with the HMAC key, and clients use it as jupyter_client uses a kernel's.
+            public, secret_key = zmq.curve_keypair()
+            socket.curve_publickey, socket.curve_secretkey, socket.curve_server = public, secret_key, True
+            curve = {"curve_publickey": public.decode(), "curve_secretkey": secret_key.decode()}
         port = socket.bind_to_random_port("tcp://127.0.0.1")
         server = ManagementServer(host, session, socket, self.log, stop.set)
         server.start()
@@ -129,7 +136,7 @@ class ServeApp(ShellConfigHelp, Application):
         host.deserted.rawlink(lambda _: stop.set())
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # interrupts go to kernels through their clients
         path = self._write_host_file({"pid": os.getpid(), "ip": "127.0.0.1", "port": port, "key": secret,
-                                      "signature_scheme": "hmac-sha256", "version": __version__})
+                                      "signature_scheme": "hmac-sha256", "version": __version__, **curve})
         self.log.warning("gkernel serve %s: host file %s", __version__, path)
         try:
             serve_until(stop, self.log)

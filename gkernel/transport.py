@@ -12,6 +12,14 @@ so binding early lets its first request wait in our socket instead.
 :meth:`Transport.green` then wraps the channel sockets in ``zmq.green``
 shadows (the same libzmq sockets), so waiting on them yields to the hub.
 
+With a CurveZMQ key pair in the connection info (``curve_publickey`` and
+``curve_secretkey``, which jupyter_client 8.9+ writes when its manager asks
+for ``transport_encryption``), every endpoint, the heartbeat's included, is a
+CURVE server with that pair: traffic is encrypted, and a client that does not
+know the kernel's public key (or speaks plaintext, even with the HMAC key)
+cannot connect. The options apply per endpoint, at bind time, so the
+process's one heartbeat socket serves encrypted and plaintext kernels side by side.
+
 Ports given as 0 are chosen here by binding to a random port, and the chosen
 ones are written back into the connection info, so a connection file written
 afterwards never names a port someone else grabbed in between.
@@ -24,7 +32,7 @@ import time
 
 import zmq
 
-__all__ = ["CHANNELS", "Transport"]
+__all__ = ["CHANNELS", "Transport", "curve_keys"]
 
 CHANNELS = {
     "shell": zmq.ROUTER,
@@ -32,6 +40,32 @@ CHANNELS = {
     "stdin": zmq.ROUTER,
     "iopub": zmq.XPUB,
 }
+
+
+def curve_keys(info):
+    """The CurveZMQ key pair (public, secret) of connection *info* as bytes, or None.
+
+    Raises ValueError, with the reason, for a pair that cannot be used.
+    """
+    public, secret = info.get("curve_publickey"), info.get("curve_secretkey")
+    if not public and not secret:
+        return None
+    if not zmq.has("curve"):
+        raise ValueError("the connection info asks for CurveZMQ encryption, which this libzmq lacks")
+    keys = []
+    for name, value in (("curve_publickey", public), ("curve_secretkey", secret)):
+        if isinstance(value, str):
+            value = value.encode("ascii", "replace")
+        if not isinstance(value, bytes) or len(value) != 40:
+            raise ValueError(f"connection info: {name} must be a 40-character Z85 CurveZMQ key")
+        keys.append(value)
+    try:
+        matches = zmq.curve_public(keys[1]) == keys[0]
+    except (zmq.ZMQError, ValueError, KeyError):
+        raise ValueError("connection info: curve_secretkey is not a Z85 CurveZMQ key") from None
+    if not matches:
+        raise ValueError("connection info: curve_publickey is not the public key of curve_secretkey")
+    return tuple(keys)
 
 
 def _endpoint(transport, ip, port):
@@ -57,6 +91,8 @@ class Transport:
         self._heartbeat = heartbeat
         self._iopub_hwm = iopub_hwm
         self._green = green_context is not None
+        #: the CurveZMQ key pair every endpoint is a server with, or None (plaintext)
+        self.curve = curve_keys(info)
         self._native = {}
         self._hb_endpoint = None
         try:
@@ -101,6 +137,11 @@ class Transport:
         return sock
 
     def _bind(self, sock, name):
+        if self.curve is not None:
+            sock.curve_publickey, sock.curve_secretkey = self.curve
+            sock.curve_server = True
+        elif zmq.has("curve"):
+            sock.curve_server = False  # (on the shared heartbeat socket: after an encrypted kernel's bind)
         key = f"{name}_port"
         transport, ip = self.info["transport"], self.info["ip"]
         port = int(self.info.get(key) or 0)
