@@ -220,12 +220,15 @@ class GKernelApp(ShellConfigHelp, Application):
         than this process (jupyter_client keeps it when it restarts a kernel)."""
         if own_file:
             return False
+        from ._trust import start_ticks
+
         try:
             written = os.path.getmtime(self.connection_file)
-            with open("/proc/self/stat") as f:
-                started_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
-        except (OSError, ValueError, IndexError):
+        except OSError:
             return True  # cannot tell: wait the little it costs
+        started_ticks = start_ticks()
+        if started_ticks is None:
+            return True
         age = time.clock_gettime(time.CLOCK_BOOTTIME) - started_ticks / os.sysconf("SC_CLK_TCK")
         return written < time.time() - age - 0.5
 

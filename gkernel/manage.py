@@ -22,14 +22,17 @@ import glob
 import json
 import os
 import resource
+import threading
+import time
 
 import gevent
 import zmq
 
+from ._trust import PrivacyError, private_file, process_matches
 from .host import HostError
 from .session import DropLog
 
-__all__ = ["ManagementServer", "HostClient", "HostError", "find_host_file"]
+__all__ = ["ManagementServer", "HostClient", "HostError", "find_host_file", "host_files"]
 
 HOST_FILE_PATTERN = "gkernel-serve-*.json"
 
@@ -119,21 +122,42 @@ class ManagementServer:
                 "max_rss_kb": usage.ru_maxrss, "cpu_seconds": usage.ru_utime + usage.ru_stime}
 
 
-def find_host_file(runtime_dir=None):
-    """The host file of the most recently started host that is still running, or None."""
+def host_files(runtime_dir=None):
+    """Host files of running hosts, newest first; stale ones (their host is gone) are removed.
+
+    Only private files of ours count (:mod:`gkernel._trust`): another user's,
+    or one others could have written, is neither used nor removed. A host is
+    running when its pid is a live process (not a zombie) that started when
+    the file says.
+    """
     from jupyter_core.paths import jupyter_runtime_dir
 
-    candidates = sorted(glob.glob(os.path.join(runtime_dir or jupyter_runtime_dir(), HOST_FILE_PATTERN)),
-                        key=os.path.getmtime, reverse=True)
-    for path in candidates:
+    def newest_first(path):
         try:
+            return -os.path.getmtime(path)
+        except OSError:
+            return 0.0
+
+    for path in sorted(glob.glob(os.path.join(runtime_dir or jupyter_runtime_dir(), HOST_FILE_PATTERN)),
+                       key=newest_first):
+        try:
+            private_file(path)
             with open(path) as f:
-                pid = json.load(f)["pid"]
-            os.kill(pid, 0)
-        except (OSError, ValueError, KeyError):
+                info = json.load(f)
+        except (OSError, ValueError, PrivacyError):
             continue
-        return path
-    return None
+        if not isinstance(info, dict) or not process_matches(info.get("pid"), info.get("started")):
+            try:
+                os.remove(path)  # ours, and its host is gone
+            except OSError:
+                pass
+            continue
+        yield path
+
+
+def find_host_file(runtime_dir=None):
+    """The host file of the most recently started host that is still running, or None."""
+    return next(host_files(runtime_dir), None)
 
 
 class HostClient:
@@ -146,12 +170,16 @@ class HostClient:
         if host_file is None:
             raise HostError("no running gkernel serve host found (start one with: gkernel serve)")
         try:
+            private_file(host_file)
             with open(host_file) as f:
                 self.info = json.load(f)
+        except PrivacyError as exc:
+            raise HostError(f"refusing host file {host_file}: {exc}") from None
         except (OSError, ValueError) as exc:
             raise HostError(f"cannot read host file {host_file}: {exc}") from None
         self.host_file = host_file
         self.timeout = timeout
+        self._lock = threading.Lock()
         self.session = Session(key=self.info["key"].encode(), signature_scheme=self.info["signature_scheme"])
         # The process's shared context, as jupyter_client's clients use: a
         # provisioner per kernel must not mean a libzmq I/O thread per kernel.
@@ -167,19 +195,33 @@ class HostClient:
         self._socket.close()
 
     def gone(self):
-        """Whether the host has ended (it removes its host file first) or died."""
-        try:
-            os.kill(self.info["pid"], 0)
-        except OSError:
-            return True
-        return not os.path.exists(self.host_file)
+        """Whether the host has ended (it removes its host file first) or died (a zombie, a reused pid)."""
+        return not process_matches(self.info.get("pid"), self.info.get("started")) or not os.path.exists(self.host_file)
 
-    def request(self, op, **args):
-        """The reply content of ``op``; raises HostError on an error or no answer."""
+    def ping(self, timeout=1.0):
+        """Whether the host answers within *timeout* seconds."""
+        try:
+            self.request("stats", timeout=timeout)
+            return True
+        except HostError:
+            return False
+
+    def request(self, op, timeout=None, **args):
+        """The reply content of ``op``; raises HostError on an error or no answer.
+
+        Thread-safe (one request at a time): a provisioner calls from worker threads.
+        """
+        with self._lock:
+            return self._request(op, self.timeout if timeout is None else timeout, args)
+
+    def _request(self, op, timeout, args):
+        if self.gone():
+            raise HostError(f"the host of {self.host_file} has ended")
         msg = self.session.send(self._socket, f"{op}_request", args)
+        deadline = time.monotonic() + timeout
         while True:
-            if not self._socket.poll(self.timeout * 1000):
-                raise HostError(f"the host did not answer {op} within {self.timeout:g} s "
+            if not self._socket.poll(max(0.0, deadline - time.monotonic()) * 1000):
+                raise HostError(f"the host did not answer {op} within {timeout:g} s "
                                 f"(is it running? is {self.host_file} its host file?)")
             _, msg_list = self.session.feed_identities(self._socket.recv_multipart())
             reply = self.session.deserialize(msg_list)

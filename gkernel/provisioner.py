@@ -12,8 +12,11 @@ kill/terminate shut it down, SIGINT interrupts it. The kernelspec declares
 ``interrupt_mode: message``, so KernelManager usually interrupts through the
 kernel's control channel itself, which reaches even a CPU-bound cell.
 
-The API calls are short requests on loopback, made directly from the
-coroutines.
+The API calls are short requests on loopback, made from a worker thread
+(``asyncio.to_thread``): a host that is slow, hung or gone never blocks the
+event loop (jupyter_server's). A host whose process is gone (dead, a zombie,
+its pid reused) is noticed at once, without a request; one that does not
+answer within a second is passed over for another or a new one.
 """
 
 import asyncio
@@ -28,7 +31,11 @@ import zmq
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from traitlets import Float, Unicode
 
-from .manage import HostClient, HostError, find_host_file
+from ._trust import PrivacyError, private_file
+from .manage import HostClient, HostError, host_files
+
+#: seconds a host has to answer before a provisioner passes it over
+PING_TIMEOUT = 1.0
 
 __all__ = ["ServeProvisioner"]
 
@@ -81,14 +88,14 @@ class ServeProvisioner(KernelProvisionerBase):
         client = await self._host()
         encrypt = self._encrypt()
         try:
-            kernel = client.create(self._restart_info, encrypt=encrypt)
+            kernel = await asyncio.to_thread(client.create, self._restart_info, encrypt)
         except HostError:
             if self.host_file or not client.gone():
                 raise
-            # It ended (its timeout without kernels) between our finding it and asking: use a new one.
+            # It ended (its timeout without kernels, or killed) since we found it: use a new one.
             client.close()
             self._client = None
-            kernel = (await self._host()).create(self._restart_info, encrypt=encrypt)
+            kernel = await asyncio.to_thread((await self._host()).create, self._restart_info, encrypt)
         self._restart_info = None
         self.kernel_id_in_host = kernel["id"]
         info = dict(kernel["connection"])
@@ -97,10 +104,28 @@ class ServeProvisioner(KernelProvisionerBase):
         return info
 
     async def _host(self):
+        """A client of a host that answers: the configured one, a running one, or a new one."""
+        if self._client is not None and self._client.gone():
+            self._client.close()
+            self._client = None  # (a restart after the host died gets a new host)
         if self._client is None:
-            path = self.host_file or find_host_file() or await self._find_or_start_host()
-            self._client = HostClient(path)
+            if self.host_file:
+                self._client = HostClient(self.host_file)
+            else:
+                self._client = await self._answering_host() or await self._find_or_start_host()
         return self._client
+
+    async def _answering_host(self):
+        """A client of the newest running host that answers within PING_TIMEOUT, or None."""
+        for path in host_files():
+            try:
+                client = HostClient(path)
+            except HostError:
+                continue
+            if await asyncio.to_thread(client.ping, PING_TIMEOUT):
+                return client
+            client.close()
+        return None
 
     async def _find_or_start_host(self):
         """Under a lock file, so kernels started at once by several managers share one new host."""
@@ -108,7 +133,16 @@ class ServeProvisioner(KernelProvisionerBase):
 
         runtime = jupyter_runtime_dir()
         os.makedirs(runtime, mode=0o700, exist_ok=True)
-        with open(os.path.join(runtime, "gkernel-serve.lock"), "w") as lock:
+        path = os.path.join(runtime, "gkernel-serve.lock")
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise HostError(f"cannot open the lock file {path}: {exc}") from None
+        with os.fdopen(fd, "w") as lock:
+            try:
+                private_file(path)  # else whoever planted it decides when we start hosts
+            except PrivacyError as exc:
+                raise HostError(f"refusing the lock file: {exc}") from None
             while True:
                 try:
                     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -116,7 +150,7 @@ class ServeProvisioner(KernelProvisionerBase):
                 except BlockingIOError:
                     await asyncio.sleep(0.02)
             try:
-                return find_host_file() or await self._start_host(runtime)
+                return await self._answering_host() or HostClient(await self._start_host(runtime))
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
@@ -128,10 +162,10 @@ class ServeProvisioner(KernelProvisionerBase):
             proc = subprocess.Popen(command, stdin=subprocess.DEVNULL,
                                     stdout=log, stderr=log, start_new_session=True)
         _keep_for_reaping(proc)
+        path = os.path.join(runtime, f"gkernel-serve-{proc.pid}.json")  # (written whole: os.replace)
         deadline = time.monotonic() + self.host_start_timeout
         while time.monotonic() < deadline:
-            path = find_host_file()
-            if path is not None:
+            if os.path.exists(path):
                 return path
             if proc.poll() is not None:
                 raise HostError(f"gkernel serve exited with {proc.returncode} (see {log.name})")
@@ -139,15 +173,19 @@ class ServeProvisioner(KernelProvisionerBase):
         raise HostError(f"gkernel serve did not start within {self.host_start_timeout:g} s (see {log.name})")
 
     def _alive(self):
+        """Whether the kernel still runs: False at once if its host is gone; True if the host is
+        only slow to answer (hung is not dead)."""
+        if self._client.gone():
+            return False
         try:
-            return any(k["id"] == self.kernel_id_in_host for k in self._client.list())
+            return any(k["id"] == self.kernel_id_in_host for k in self._client.request("list", PING_TIMEOUT)["kernels"])
         except HostError:
-            return False  # the host is gone, and the kernel with it
+            return not self._client.gone()
 
     async def poll(self):
         if self.kernel_id_in_host is None or self._client is None:
             return 0
-        return None if self._alive() else 0
+        return None if await asyncio.to_thread(self._alive) else 0
 
     async def wait(self):
         while await self.poll() is None:
@@ -156,14 +194,14 @@ class ServeProvisioner(KernelProvisionerBase):
 
     async def send_signal(self, signum):
         if signum == signal.SIGINT:
-            self._client.interrupt(self.kernel_id_in_host)
+            await asyncio.to_thread(self._client.interrupt, self.kernel_id_in_host)
         elif signum in (signal.SIGTERM, signal.SIGKILL):
             await self.kill()
 
     async def kill(self, restart=False):
         if self.kernel_id_in_host is not None and self._client is not None:
             try:
-                self._client.shutdown(self.kernel_id_in_host)
+                await asyncio.to_thread(self._client.shutdown, self.kernel_id_in_host)
             except HostError:
                 pass  # already gone
 

@@ -108,6 +108,7 @@ class ServeApp(ShellConfigHelp, Application):
         from .manage import ManagementServer
         from .process import ProcessRuntime, serve_until
 
+        host_file = self._host_file_path()
         context = zmq.Context()
         raise_limits(context, self.log)
         stop = Event()
@@ -135,7 +136,7 @@ class ServeApp(ShellConfigHelp, Application):
         gevent.signal_handler(signal.SIGTERM, stop.set)
         host.deserted.rawlink(lambda _: stop.set())
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # interrupts go to kernels through their clients
-        path = self._write_host_file({"pid": os.getpid(), "ip": "127.0.0.1", "port": port, "key": secret,
+        path = self._write_host_file(host_file, {"pid": os.getpid(), "ip": "127.0.0.1", "port": port, "key": secret,
                                       "signature_scheme": "hmac-sha256", "version": __version__, **curve})
         self.log.warning("gkernel serve %s: host file %s", __version__, path)
         try:
@@ -148,12 +149,33 @@ class ServeApp(ShellConfigHelp, Application):
             process.stop()
             context.destroy(linger=0)
 
-    def _write_host_file(self, info):
-        path = self.host_file or os.path.join(jupyter_runtime_dir(), f"gkernel-serve-{os.getpid()}.json")
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    def _host_file_path(self):
+        """Where the host file goes: a directory only we can write to (else a one-line error)."""
+        from ._trust import PrivacyError, private_directory
+
+        path = os.path.abspath(self.host_file or os.path.join(jupyter_runtime_dir(),
+                                                              f"gkernel-serve-{os.getpid()}.json"))
+        try:
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            private_directory(os.path.dirname(path))
+        except (OSError, PrivacyError) as exc:
+            self.log.critical("cannot write a host file there: %s", exc)
+            self.exit(1)
+        return path
+
+    @staticmethod
+    def _write_host_file(path, info):
+        """Write the host file (0600), whole or not at all.
+
+        It names this process by pid and start time, so that a client never
+        takes a later process with the same pid (or a zombie) for this host.
+        """
+        from ._trust import start_ticks
+
+        partial = f"{path}.{os.getpid()}.partial"
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w") as f:
-            json.dump(info, f)
-        os.chmod(path, 0o600)
+            json.dump({**info, "started": start_ticks()}, f)
+        os.replace(partial, path)  # a reader sees no file or the whole file
         return path
 

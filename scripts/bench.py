@@ -23,11 +23,13 @@ def percentile(values, q):
     return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
 
 
-def start(kernel_name, extra_arguments=()):
+def start(kernel_name, extra_arguments=(), encryption="disabled"):
     """Start a kernel; return (manager, client, seconds until the first kernel_info_reply,
-    seconds until the first execute_reply: the kernel can run cells)."""
+    seconds until the first execute_reply: the kernel can run cells).
+
+    *encryption*: jupyter_client's transport_encryption ("required": CurveZMQ on every channel)."""
     t0 = time.perf_counter()
-    km = KernelManager(kernel_name=kernel_name)
+    km = KernelManager(kernel_name=kernel_name, transport_encryption=encryption)
     km.start_kernel(extra_arguments=list(extra_arguments))
     kc = km.client()
     kc.start_channels(hb=False)
@@ -135,6 +137,20 @@ def output_throughput(kc, result):
     result["mb_messages"].append(messages)
     _, _, _, first = output_run(kc, "import time\nprint('first')\ntime.sleep(0.3)")
     result["first_output"].append(first)
+
+
+def encrypted_figures(name, spec, extra, result, rounds, output_rounds):
+    """The execute round trip and the 100k-line output of a kernel whose channels are CurveZMQ-encrypted."""
+    km, kc, _, _ = start(spec, extra, encryption="required")
+    assert km.get_connection_info().get("curve_publickey"), f"{name} started without a Curve key pair"
+    for _ in range(20):
+        execute_round_trip(kc)
+    result["execute_curve"] += [execute_round_trip(kc) for _ in range(50 * rounds)]
+    for _ in range(output_rounds):
+        elapsed, text, _, _ = output_run(kc, f"for i in range({LINES}):\n    print(i)")
+        assert text.count("\n") == LINES, f"{name} lost lines over an encrypted IOPub"
+        result["lines_per_s_curve"].append(LINES / elapsed)
+    stop(km, kc)
 
 
 def heartbeat_while_spinning(km, kc, result, seconds=3):
@@ -489,6 +505,9 @@ def main():
             time_slicing_cost(name, kc, results[name])
     for km, kc, _, _ in clients.values():
         stop(km, kc)
+    print("the same with CurveZMQ-encrypted channels...", file=sys.stderr)
+    for name, spec in KERNELS.items():
+        encrypted_figures(name, spec, extra[name], results[name], args.rounds, args.output_rounds)
     for _ in range(args.load_rounds):
         for name in KERNELS:
             neighbour_while_spinning(name, results[name])
@@ -518,6 +537,7 @@ def main():
         (f"{MEGABYTES} MB printed: stream messages", "mb_messages", 1, ""),
         ("first output of a cell: time after the request", "first_output", 1000, "ms"),
     ], p99=False)
+    encryption_table(results)
     if args.serve_kernels:
         serve_table(results, args.serve_kernels)
     if args.notebooks:
@@ -536,6 +556,20 @@ def main():
         ("interrupt_request to KeyboardInterrupt reply, CPU loop", "interrupt_msg_cpu", 1000, "ms"),
     ])
     time_slicing_table(results)
+
+
+def encryption_table(results):
+    print("CurveZMQ encryption (jupyter_client transport_encryption='required'; medians)\n")
+    print("| measure | gkernel plain | gkernel encrypted | ipykernel plain | ipykernel encrypted | "
+          "ratio, encrypted |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    g, i = results["gkernel"], results["ipykernel"]
+    for label, plain, curve, scale, unit in (
+            ("execute 'pass' round trip (reply + idle)", "execute", "execute_curve", 1000, " ms"),
+            (f"{LINES // 1000}k printed lines: lines/s (higher is better)", "lines_per_s", "lines_per_s_curve", 1, "")):
+        gp, gc, ip, ic = (statistics.median(values) * scale for values in (g[plain], g[curve], i[plain], i[curve]))
+        print(f"| {label} | {gp:,.2f}{unit} | {gc:,.2f}{unit} | {ip:,.2f}{unit} | {ic:,.2f}{unit} | {gc / ic:.2f}x |")
+    print()
 
 
 def time_slicing_table(results):

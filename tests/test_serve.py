@@ -113,6 +113,7 @@ def test_bad_requests_get_clear_errors(host, tmp_path):
         info = json.load(f)
     forged = tmp_path / "forged.json"
     forged.write_text(json.dumps({**info, "key": "not-the-secret"}))
+    os.chmod(forged, 0o600)  # a private file of ours: only the secret is wrong
     client = HostClient(str(forged), timeout=1)
     with pytest.raises(HostError, match="did not answer"):
         client.list()
