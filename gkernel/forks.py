@@ -16,13 +16,25 @@ the parent's. So, with :class:`ForkRelay` installed:
   kernel's real publisher, until every process holding the pipe has exited
   or exec'd (the pipe is close-on-exec).
 
+A child that never exits would keep the kernel's listening sockets (it
+inherited their file descriptors), so a restart on the same ports would fail
+with "Address already in use", and it would outlive the host. The child's
+first record on the pipe names it (pid, start time, the forking cell's
+kernel); :meth:`ForkRelay.end_children` ends a kernel's children when a
+host closes the kernel, and all of them when the process stops (SIGTERM, then SIGKILL
+after a second), as ipykernel ends its children. A child that exec'd another
+program closed the pipe and the kernel's sockets (both are close-on-exec):
+it is left alone.
+
 A process has one set of fork hooks, so the host installs one relay for all
 its kernels.
 """
 
 import json
 import os
+import signal
 import struct
+import time
 
 import gevent
 from gevent.os import make_nonblocking, nb_read
@@ -30,6 +42,12 @@ from gevent.os import make_nonblocking, nb_read
 __all__ = ["ForkRelay", "PipePublisher"]
 
 _LENGTH = struct.Struct("!I")
+
+
+def _write_record(fd, record):
+    data = _LENGTH.pack(len(record)) + record
+    while data:  # a blocking write: the reader is another process
+        data = data[os.write(fd, data):]
 
 
 class PipePublisher:
@@ -44,10 +62,7 @@ class PipePublisher:
         return self.session.msg(msg_type, content, parent=parent or {}, metadata=metadata)
 
     def send(self, msg, topic=None):
-        record = self.session.pack({"kernel": self.kernel_id, "topic": topic, "msg": msg})
-        data = _LENGTH.pack(len(record)) + record
-        while data:  # a blocking write: the reader is another process
-            data = data[os.write(self.fd, data):]
+        _write_record(self.fd, self.session.pack({"kernel": self.kernel_id, "topic": topic, "msg": msg}))
 
     def publish(self, msg_type, content, parent=None, topic=None, metadata=None):
         msg = self.message(msg_type, content, parent, metadata)
@@ -70,6 +85,10 @@ class ForkRelay:
         self.kernels = kernels
         self.log = log
         self._pipe = None
+        #: pid -> (start ticks, id of the forking cell's kernel or None) of children that hold their pipe
+        self._children = {}
+        #: the greenlets reading the pipes of live children
+        self._relays = set()
 
     def install(self):
         os.register_at_fork(before=self._before, after_in_parent=self._in_parent,
@@ -82,23 +101,40 @@ class ForkRelay:
         read_fd, write_fd = self._pipe
         self._pipe = None
         os.close(write_fd)
-        gevent.spawn(self._relay, read_fd)
+        relay = gevent.spawn(self._relay, read_fd)
+        self._relays.add(relay)
+        relay.rawlink(self._relays.discard)
 
     def _in_child(self):
+        from ._trust import start_ticks
+        from .cells import current_cell
+
         read_fd, write_fd = self._pipe
         self._pipe = None
         os.close(read_fd)
+        # The parent's relays are the parent's: here they would read (steal) its children's records.
+        for relay in self._relays:
+            relay.kill(block=False)
+        self._relays.clear()
+        self._children.clear()
+        cell = current_cell()
+        _write_record(write_fd, json.dumps({"child": os.getpid(), "started": start_ticks(),
+                                            "kernel": cell.kernel.id if cell is not None else None}).encode())
         for kernel in self.kernels():
             kernel.enter_forked_child(PipePublisher(kernel.id, kernel.session, write_fd))
 
     def _relay(self, fd):
-        """Parent side of one fork's pipe: messages out, until EOF."""
+        """Parent side of one fork's pipe: messages out, until EOF (the child exited or exec'd)."""
         make_nonblocking(fd)
         buffer = bytearray()
+        child = None
         try:
             while True:
                 data = nb_read(fd, 1 << 16)
                 if not data:
+                    # Exited, or exec'd (and closed our sockets). (A relay killed with its kernel's
+                    # cells leaves its child registered, for end_children.)
+                    self._children.pop(child, None)
                     break
                 buffer += data
                 while len(buffer) >= _LENGTH.size:
@@ -106,14 +142,40 @@ class ForkRelay:
                     end = _LENGTH.size + length
                     if len(buffer) < end:
                         break
-                    self._deliver(bytes(buffer[_LENGTH.size:end]))
+                    child = self._deliver(bytes(buffer[_LENGTH.size:end])) or child
                     del buffer[:end]
         finally:
             os.close(fd)
 
+    def end_children(self, kernel_ids=None, grace=1.0):
+        """End the live forked children of the kernels *kernel_ids* (None: every child): SIGTERM,
+        then SIGKILL for those still alive after *grace* seconds."""
+        from ._trust import process_matches
+
+        children = [(pid, started) for pid, (started, owner) in list(self._children.items())
+                    if kernel_ids is None or owner in kernel_ids]
+        for signum in (signal.SIGTERM, signal.SIGKILL):
+            alive = [(pid, started) for pid, started in children if process_matches(pid, started)]
+            for pid, _ in alive:
+                try:
+                    os.kill(pid, signum)
+                except OSError:
+                    pass
+            if alive:
+                self.log.warning("ended %d forked child process(es) with %s", len(alive), signum.name)
+            deadline = time.monotonic() + grace
+            while alive and time.monotonic() < deadline:
+                gevent.sleep(0.02)
+                alive = [(pid, started) for pid, started in alive if process_matches(pid, started)]
+            children = alive
+
     def _deliver(self, record):
+        """Publish one record; returns the child's pid if the record names the child."""
         try:
             entry = json.loads(record)
+            if "child" in entry:
+                self._children[entry["child"]] = (entry.get("started"), entry.get("kernel"))
+                return entry["child"]
             kernel_id, topic, msg = entry["kernel"], entry["topic"], entry["msg"]
         except (ValueError, KeyError, TypeError):
             self.log.warning("forked child: dropped an unreadable output record")

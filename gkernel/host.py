@@ -214,6 +214,8 @@ class KernelHost(LoggingConfigurable):
             kernel.shutdown_event.set()
             kernel.stop_serving()
         gevent.killall(cell_greenlets(kernels), timeout=1)
+        # Their forked children hold the kernels' ports (a restart rebinds them) and would outlive them.
+        self.process.fork_relay.end_children({kernel.id for kernel in kernels})
         for kernel in kernels:
             kernel.release()
             self.log.info("kernel %s ended", kernel.id)

@@ -40,6 +40,8 @@ class ProcessRuntime:
         self.echo = echo
         #: control, output and time-slicing while a greenlet of a cell holds the CPU
         self.cpu_watch = CpuWatch()
+        #: forked children's output, and their end (see gkernel.forks)
+        self.fork_relay = ForkRelay(kernels, log)
         #: the process's debugger (pydevd), shared by the kernels' debugging sessions
         self.debug_server = DebugServer(log)
         self.captures = {}
@@ -73,13 +75,14 @@ class ProcessRuntime:
         )
         follow_threads()
         comms.install(self.most_recent_kernel)
-        ForkRelay(self.kernels, self.log).install()
+        self.fork_relay.install()
         self.cpu_watch.install()
         _contain_greenlet_errors(gevent.get_hub())
 
     def stop(self):
         """Restore the streams and fds, and IPython's singleton (after the kernels closed)."""
         self.debug_server.close()
+        self.fork_relay.end_children()  # they hold our ports: a restart must be able to bind them
         shell = sys.modules.get(f"{__package__}.shell")  # imported by the first kernel's shell
         if shell is not None:
             shell.uninstall_process_hooks()

@@ -197,7 +197,12 @@ class Host:
             kc.stop_channels()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=20)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()  # never leave a host behind for the next tests
+                self.proc.wait()
+                raise
         self.api.close()
         self.log.close()
 

@@ -1,11 +1,12 @@
 """Output capture on the wire: ordering, fd-level output, forks, threads, IPython.display."""
 
+import json
 import time
 
 import pytest
 
 from conftest import (collect_iopub, execute, get_reply, outputs, result_of, start_kernel,
-                      stdout_of, stop_kernel)
+                      stdout_of, stop_kernel, wait_for)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -284,3 +285,50 @@ def test_a_stalled_subscriber_neither_stalls_the_kernel_nor_grows_its_memory():
     finally:
         stalled.close(linger=0)
         stop_kernel(km, kc)
+
+
+LINGERING_CHILDREN = ("import os, signal, time\n"
+                      "children = []\n"
+                      "for ignore_term in (False, True):\n"
+                      "    pid = os.fork()\n"
+                      "    if pid == 0:\n"
+                      "        if ignore_term:\n"
+                      "            signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                      "        while True:\n"
+                      "            time.sleep(1)\n"
+                      "    children.append(pid)\n"
+                      "children")
+
+
+def _alive(pid):
+    from gkernel._trust import start_ticks
+
+    return start_ticks(pid) is not None
+
+
+def test_forked_children_that_never_exit_do_not_keep_the_ports_over_a_restart():
+    """They inherited the listening sockets: the restarted kernel could not bind its ports."""
+    km, kc = start_kernel()
+    try:
+        children = json.loads(result_of(kc, LINGERING_CHILDREN))
+        assert all(_alive(pid) for pid in children)
+        km.restart_kernel(now=False)
+        kc.wait_for_ready(timeout=30)
+        assert result_of(kc, "'restarted'") == "'restarted'"
+        assert wait_for(lambda: not any(_alive(pid) for pid in children), timeout=5), \
+            "a forked child outlived its kernel (one ignores SIGTERM: it needs SIGKILL)"
+    finally:
+        stop_kernel(km, kc)
+
+
+def test_forked_children_end_with_their_kernel_in_a_host_and_with_the_host(host):
+    kernel_id, kc = host.kernel()
+    children = json.loads(result_of(kc, LINGERING_CHILDREN))
+    host.api.restart(kernel_id)  # the same ports, in the same process
+    kc.wait_for_ready(timeout=30)
+    assert result_of(kc, "'restarted'") == "'restarted'"
+    assert wait_for(lambda: not any(_alive(pid) for pid in children), timeout=5)
+    children = json.loads(result_of(kc, LINGERING_CHILDREN))
+    host.api.stop()
+    host.proc.wait(timeout=20)
+    assert wait_for(lambda: not any(_alive(pid) for pid in children), timeout=5), "children outlived the host"
