@@ -200,6 +200,9 @@ class GreenletTracing:
         self._counts = weakref.WeakKeyDictionary()
         self._hub = gevent.get_hub()
         self._previous = None
+        self._installed = False
+        #: whether greenlets get pydevd's tracer (a session is on), or only their counts back
+        self._tracing = False
 
     def _find_count(self, ctypes):
         fields = (ctypes.c_int * 64).from_address(self._tstate)
@@ -215,13 +218,30 @@ class GreenletTracing:
     def start(self):
         import greenlet
 
-        self._previous = greenlet.settrace(self._on_switch)
+        self._tracing = True
+        if not self._installed:
+            self._previous = greenlet.settrace(self._on_switch)
+            self._installed = True
 
     def stop(self):
+        """No more tracing. The hook stays until every greenlet stopped inside pydevd's trace
+        function (resumed as the session ended) has had its count back."""
+        self._tracing = False
+        # Without this, the tracer last set (that of the greenlet calling stop) would go on
+        # tracing every greenlet of the thread, as that greenlet's thread. Once that greenlet ends,
+        # pydevd's tracer reports its thread dead (on 3.13+, where threading sees a finished
+        # greenlet's dummy thread as done) from inside any traced call, also in pydevd's command
+        # thread while it holds the lock that report takes: pydevd would hang for good.
+        self._set_trace(None)
+        if not self._counts:
+            self._uninstall()
+
+    def _uninstall(self):
         import greenlet
 
         greenlet.settrace(self._previous)
         self._previous = None
+        self._installed = False
 
     def _on_switch(self, event, args):
         # Runs in the greenlet switched to, inside greenlet's own "tracing" guard (count + 1).
@@ -235,8 +255,14 @@ class GreenletTracing:
                 self._leave(self._tstate)
             for _ in range(wanted - count):
                 self._enter(self._tstate)
-            if target is self._hub:
+            if target is self._hub or not self._tracing:
                 self._set_trace(None)
+                if not self._tracing and not self._counts:
+                    previous = self._previous
+                    self._uninstall()
+                    if previous is not None:
+                        previous(event, args)
+                    return
             else:
                 tracer = getattr(self._tracers, "tracing_func", None)
                 if tracer is None:

@@ -30,19 +30,20 @@ __all__ = ["GKernelApp", "launch"]
 
 
 class ShellConfigHelp:
-    """``--help-all`` also lists the IPython shell's options, imported only then.
+    """The help also knows the IPython shell's options (``--profile`` is one), imported only then.
 
     IPython is not imported before ``gevent.monkey.patch_all()`` (it creates
-    locks at import time); the help exits before anything is patched.
+    locks at import time); the help exits before anything is patched. Both
+    ``--help`` (whose aliases name the shell's classes) and ``--help-all``
+    (which lists their options) need them.
     """
 
     def emit_help(self, classes=False):
-        if classes:
-            from IPython.core.completer import IPCompleter
-            from IPython.core.history import HistoryManager
+        from IPython.core.completer import IPCompleter
+        from IPython.core.history import HistoryManager
 
-            from .shell import GreenShell, ShellStartup
-            self.classes = [*self.classes, GreenShell, ShellStartup, HistoryManager, IPCompleter]
+        from .shell import GreenShell, ShellStartup
+        self.classes = [*self.classes, GreenShell, ShellStartup, HistoryManager, IPCompleter]
         yield from super().emit_help(classes)
 
 

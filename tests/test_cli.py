@@ -69,6 +69,11 @@ def test_help_explains_options():
     for option in ("--no-monkey-patch", "-f", "--GKernelApp.monkey_patch", "--IPCompleter.use_jedi",
                    "--HistoryManager.hist_file", "--Kernel.stream_flush_interval"):
         assert option in kernel_help, option
+    # The short help too: its aliases name the IPython shell's options (--profile), imported only for help.
+    for command in ("kernel", "serve"):
+        short = run(command, "--help")
+        assert short.returncode == 0 and "--profile=" in short.stdout and "Traceback" not in short.stderr, short.stderr
+    assert "--encrypt" in run("kernel", "--help").stdout
     install_help = run("install", "--help").stdout
     for option in ("--user", "--sys-prefix", "--prefix", "--name", "--display-name"):
         assert option in install_help, option

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import execute, get_reply, start_kernel, stdout_of, stop_kernel
+from conftest import execute, get_reply, result_of, start_kernel, stdout_of, stop_kernel
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -211,6 +211,21 @@ def test_malformed_debug_requests_get_an_error_and_the_kernel_goes_on(kc):
     assert reply["content"]["status"] == "ok" and stdout_of(msgs) == "still here\n"
 
 
+def test_after_disconnect_nothing_is_traced_and_a_neighbour_can_debug_once_the_kernel_is_gone(host):
+    id_a, a = host.kernel()
+    start_debugging(a)
+    assert debug(a, "disconnect", restart=False, terminateDebuggee=True)["success"]
+    # pydevd's tracer of the greenlet that detached must not stay on for every greenlet.
+    assert result_of(a, "import sys\nrepr(sys.gettrace())") == "'None'"
+    a.stop_channels()
+    host.clients.remove(a)
+    host.api.shutdown(id_a)
+    _, b = host.kernel()
+    start_debugging(b)
+    evaluated = debug(b, "evaluate", expression="'a' + 'b'", context="repl")
+    assert evaluated["success"] and evaluated["body"]["result"] == "ab", evaluated
+
+
 def test_without_monkey_patching_the_debugger_is_off_and_says_why():
     km, kc = start_kernel("--no-monkey-patch")
     try:
@@ -291,3 +306,18 @@ def test_a_kernel_stopped_at_a_breakpoint_shuts_down_and_its_host_goes_on(host):
     debug_events(other, "stopped")
     assert debug(other, "continue", threadId=1)["success"]
     assert get_reply(other, cell_id)["content"]["status"] == "ok"
+
+
+def test_a_session_ended_while_a_cell_is_stopped_resumes_it_and_the_next_session_stops_again(kc):
+    code = FUNCTION + "add(5, 6)"
+    for session in range(2):
+        start_debugging(kc)
+        breakpoint_in(kc, code, 2)
+        cell_id = kc.execute(code)
+        debug_events(kc, "stopped")
+        if session == 0:  # the front end turns the debugger off while the cell is stopped
+            assert debug(kc, "disconnect", restart=False, terminateDebuggee=True)["success"]
+            assert get_reply(kc, cell_id)["content"]["status"] == "ok"
+        else:
+            assert debug(kc, "continue", threadId=1)["success"]
+            assert get_reply(kc, cell_id)["content"]["status"] == "ok"
