@@ -18,7 +18,6 @@ against the fields it declared (:mod:`gkernel.messages`).
 import contextvars
 import datetime
 import functools
-import json
 import os
 import platform
 import sys
@@ -352,28 +351,15 @@ class Kernel(LoggingConfigurable):
             return None
         try:
             # Checks the HMAC signature and rejects replays before parsing anything.
-            msg = self.session.deserialize(msg_list)
-            msg["header"]["msg_type"]
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            # Authentic (parsing comes after the signature check) but unparseable.
-            return self._unparseable(channel, idents, msg_list, exc)
+            msg, unparseable = self.session.deserialize_request(msg_list)
+            msg_type = msg["header"]["msg_type"]
+            if not isinstance(msg_type, str):
+                raise ValueError(f"msg_type is a {type(msg_type).__name__}, not a string")
         except Exception as exc:
             self._drops.warning("%s: dropped an unauthenticated or malformed message: %s", channel, exc)
             return None
-        return Request(channel, idents, msg)
-
-    def _unparseable(self, channel, idents, msg_list, exc):
-        """A Request answering with an error, when at least the header parses."""
-        try:
-            header = self.session.unpack(msg_list[1])
-            header["msg_type"]
-        except Exception:
-            self._drops.warning("%s: dropped a message whose header cannot be parsed: %s", channel, exc)
-            return None
-        msg = {"header": header, "msg_id": header.get("msg_id"), "msg_type": header["msg_type"],
-               "parent_header": {}, "metadata": {}, "content": {}, "buffers": []}
         return Request(channel, idents, msg,
-                       error=InvalidRequest(f"{header['msg_type']}: content is not valid JSON: {exc}"))
+                       error=InvalidRequest(f"{msg_type}: {unparseable}") if unparseable else None)
 
     # -- serving -------------------------------------------------------------
 

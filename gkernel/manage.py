@@ -64,13 +64,19 @@ class ManagementServer:
             frames = self.socket.recv_multipart()
             try:
                 idents, msg_list = self.session.feed_identities(frames)
-                msg = self.session.deserialize(msg_list)
-                op = str(msg["header"]["msg_type"]).removesuffix("_request")
+                msg, unparseable = self.session.deserialize_request(msg_list)
+                msg_type = msg["header"]["msg_type"]
+                if not isinstance(msg_type, str) or not msg_type.endswith("_request"):
+                    raise ValueError(f"not a request: {str(msg_type)[:80]!r}")
+                op = msg_type.removesuffix("_request")
             except Exception as exc:
                 self._drops.warning("management: dropped an unauthenticated or malformed request: %s", exc)
                 continue
             try:
-                content, after = self._answer(op, msg["content"])
+                if unparseable:
+                    content, after = {"status": "error", "evalue": f"{op}: {unparseable}"}, None
+                else:
+                    content, after = self._answer(op, msg["content"])
                 self.session.send(self.socket, f"{op}_reply", content, parent=msg, ident=idents)
                 if after is not None:
                     after()

@@ -15,6 +15,7 @@ garbage must not become a flood of log lines (about 170 bytes each).
 """
 
 import hmac
+import json
 import time
 
 from jupyter_client.session import Session
@@ -35,6 +36,26 @@ class VerifyingSession(Session):
             if not hmac.compare_digest(parts[0], self.sign(parts[1:5])):
                 raise ValueError("Invalid Signature")
         return super().deserialize(msg_list, content=content, copy=copy)
+
+    def deserialize_request(self, msg_list):
+        """(message, None) for an authentic message, or (message with an empty content, what could
+        not be parsed) when only its header parses: an authentic request deserves an error reply.
+
+        Raises ValueError for what must not be answered: an unauthenticated or replayed message,
+        or one whose header does not parse.
+        """
+        try:
+            return self.deserialize(msg_list), None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            # Authentic (parsing comes after the signature check) but unparseable.
+            try:
+                header = self.unpack(msg_list[1])
+                header["msg_type"]
+            except Exception:
+                raise ValueError(f"a message whose header cannot be parsed: {exc}") from None
+            msg = {"header": header, "msg_id": header.get("msg_id"), "msg_type": header["msg_type"],
+                   "parent_header": {}, "metadata": {}, "content": {}, "buffers": []}
+            return msg, f"content is not valid JSON: {exc}"
 
 
 class DropLog:

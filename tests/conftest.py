@@ -169,10 +169,10 @@ def stdout_of(msgs):
 class Host:
     """A ``gkernel serve`` subprocess and a management client for it."""
 
-    def __init__(self, tmp_path, *args):
+    def __init__(self, tmp_path, *args, name="host.json"):
         from gkernel.manage import HostClient
 
-        self.host_file = str(tmp_path / "host.json")
+        self.host_file = str(tmp_path / name)
         self.log = open(tmp_path / "host.log", "w")
         self.proc = subprocess.Popen([GKERNEL, "serve", "--host-file", self.host_file, *args],
                                      stdout=self.log, stderr=subprocess.STDOUT)
