@@ -347,7 +347,8 @@ def test_200_kernels_through_the_api(host):
 
 
 @pytest.mark.timeout(300)
-def test_200_kernels_through_the_provisioner():
+def test_100_kernels_through_the_provisioner():
+    """(200 through the API above; here each kernel also costs a KernelManager's start and shutdown.)"""
     from jupyter_client.manager import KernelManager
 
     from conftest import SERVE_KERNEL_NAME
@@ -355,7 +356,7 @@ def test_200_kernels_through_the_provisioner():
     _raise_open_files_limit()
     managers, clients = [], []
     try:
-        for _ in range(200):
+        for _ in range(100):
             km = KernelManager(kernel_name=SERVE_KERNEL_NAME)
             km.start_kernel()
             managers.append(km)
@@ -364,7 +365,7 @@ def test_200_kernels_through_the_provisioner():
             clients.append(kc)
         for kc in clients:
             kc.wait_for_ready(timeout=60)
-        assert len({km.provisioner.kernel_id_in_host for km in managers}) == 200
+        assert len({km.provisioner.kernel_id_in_host for km in managers}) == 100
         _run_everywhere(clients)
     finally:
         for kc in clients:
