@@ -167,7 +167,13 @@ class GKernelApp(ShellConfigHelp, Application):
         kernel.start()
         self._watch_parent(kernel)
         self.log.info("gkernel %s serving %s", __version__, self.connection_file)
-        if own_file:
+        if own_file and transport.curve is not None:
+            # jupyter_client's console app (8.10) builds its client from the file's ports and key
+            # only: it would talk plaintext to an encrypted kernel, and wait forever.
+            self.log.warning("To connect a client: BlockingKernelClient().load_connection_file(%r) "
+                             "(CurveZMQ: `jupyter console --existing` does not pass the file's keys yet)",
+                             self.connection_file)
+        elif own_file:
             self.log.warning("To connect a client: jupyter console --existing %s", self.connection_file)
         try:
             serve_until(kernel.shutdown_event, self.log)
