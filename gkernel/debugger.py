@@ -68,6 +68,10 @@ MIN_DEBUGPY = (1, 8, 22)
 #: seconds a debug request waits for pydevd's response
 DAP_TIMEOUT = 10.0
 
+#: what a session answers before initialize: the rest needs pydevd
+_BEFORE_START = frozenset({"initialize", "disconnect", "configurationDone", "dumpCell", "debugInfo", "source",
+                           "modules", "inspectVariables", "richInspectVariables"})
+
 #: the name (DAP "threads") of the greenlet running a kernel's main-shell request
 MAIN_SHELL_THREAD = "gkernel shell {}"
 
@@ -601,13 +605,12 @@ class Debugger:
         if not self.available:
             reason = self.server.unavailable if self.server is not None else "this kernel has no debugger"
             return response(request, False, message=f"debugger unavailable: {reason}")
+        if not self.started and command not in _BEFORE_START:
+            return response(request, False, message=f"{command}: the debugger is not started "
+                                                    "(send initialize, then attach)")
         local = getattr(self, f"_on_{command}", None)
         try:
-            if local is not None:
-                return local(request, arguments)
-            if not self.started:
-                return response(request, False, message=f"{command}: the debugger is not started")
-            return self._forward(request, arguments)
+            return local(request, arguments) if local is not None else self._forward(request, arguments)
         except DapError as exc:
             return response(request, False, message=str(exc))
 
@@ -632,8 +635,6 @@ class Debugger:
         return reply
 
     def _on_attach(self, request, arguments):
-        if not self.started:
-            return response(request, False, message="attach: send initialize first")
         arguments = {**arguments, "justMyCode": False, "stopAllThreadsOnSuspend": False,
                      "steppingResumesAllThreads": False, "redirectOutput": False,
                      "rules": [{"path": path, "include": False} for path in self.server.internal_paths()]}
@@ -645,8 +646,6 @@ class Debugger:
 
         pydevd's continue resumes every thread of the process unless told one.
         """
-        if not self.started:
-            return response(request, False, message="continue: the debugger is not started")
         if "threadId" not in arguments:
             return response(request, False, message="continue: threadId is required")
         wanted = self._to_pydevd(arguments["threadId"])
@@ -714,8 +713,6 @@ class Debugger:
         })
 
     def _on_setBreakpoints(self, request, arguments):
-        if not self.started:
-            return response(request, False, message="setBreakpoints: the debugger is not started")
         path = (arguments.get("source") or {}).get("path")
         reply = self.server.request(request)
         if reply.get("success") and isinstance(path, str):
@@ -756,8 +753,8 @@ class Debugger:
         return response(request, body={"variables": self._variables.children(namespace)})
 
     def _on_variables(self, request, arguments):
-        if self.stopped or not self.started:
-            return self._forward(request, arguments) if self.started else response(request, False)
+        if self.stopped:
+            return self._forward(request, arguments)
         reference = arguments.get("variablesReference")
         return response(request, body={"variables": self._variables.expand(reference)})
 
