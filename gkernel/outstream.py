@@ -28,7 +28,6 @@ in order with that thread's other output.
 """
 
 import io
-import os
 
 from gevent import get_hub, getcurrent
 
@@ -39,7 +38,6 @@ __all__ = ["KernelOutput", "StreamRouter", "STREAM_NAMES"]
 
 
 STREAM_NAMES = ("stdout", "stderr")
-_lseek, _SEEK_END = os.lseek, os.SEEK_END
 
 
 class KernelOutput:
@@ -224,8 +222,7 @@ class StreamRouter(io.TextIOBase):
             if kernel is None:
                 return self.original.write(text)
         capture = self.capture
-        # capture.unread(), inlined: fd-level output written before this text goes first.
-        if capture is not None and _lseek(capture.reader_fd, 0, _SEEK_END) != capture.offset:
+        if capture is not None and capture.unread:  # fd-level output written before this text goes first
             capture.poll((kernel, parent))
         kernel.output.write(self.name, text, parent)
         return len(text)

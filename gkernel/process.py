@@ -45,6 +45,8 @@ class ProcessRuntime:
         #: the process's debugger (pydevd), shared by the kernels' debugging sessions
         self.debug_server = DebugServer(log)
         self.captures = {}
+        #: tells the captures when their files are written (see gkernel.fdcapture)
+        self._write_signal = None
         self._originals = None
         self._log_stream = None
 
@@ -59,13 +61,18 @@ class ProcessRuntime:
         self._originals = sys.stdout, sys.stderr
         targets = dict(zip(STREAM_NAMES, self._originals))
         if self.capture_fd:
-            from .fdcapture import FdCapture
+            from .fdcapture import FdCapture, WriteSignal
 
             for fd, name in enumerate(STREAM_NAMES, start=1):
                 targets[name].flush()
                 self.captures[name] = FdCapture(fd, self._fd_sink(name))
                 # Our log and echo go where fd 1/2 went before: never into a cell.
                 targets[name] = self.captures[name].original_stream()
+            try:
+                self._write_signal = WriteSignal(self.captures.values())
+            except (OSError, ValueError) as error:
+                self.log.warning("fd-level output is checked with a system call per write (slower print): %s",
+                                 error)
             self._log_stream = targets["stderr"]
             self._redirect_log(self._originals[1], self._log_stream)
         sys.stdout, sys.stderr = (
@@ -91,6 +98,9 @@ class ProcessRuntime:
         sys.stdout, sys.stderr = self._originals
         for capture in self.captures.values():
             capture.close()
+        if self._write_signal is not None:
+            self._write_signal.close()
+            self._write_signal = None
         if self._log_stream is not None:
             self._redirect_log(self._log_stream, self._originals[1])
         self.captures = {}

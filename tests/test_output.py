@@ -1,6 +1,8 @@
 """Output capture on the wire: ordering, fd-level output, forks, threads, IPython.display."""
 
 import json
+import subprocess
+import sys
 import time
 
 import pytest
@@ -46,6 +48,73 @@ def test_mixed_python_and_fd_writes_keep_order(kc):
                           "    print(f'e{i}', file=sys.stderr) if i % 50 == 0 else None")
     assert text_of(msgs, "stdout") == "".join(f"{i}\n" for i in range(500))
     assert text_of(msgs, "stderr") == "".join(f"e{i}\n" for i in range(0, 500, 50))
+
+
+def test_output_of_waited_for_children_and_threads_goes_before_the_next_print(kc):
+    # os.system and a native thread's lock block the hub's thread: nothing reads the file
+    # meanwhile. What keeps the order is the write signal (gkernel.fdcapture), seen before each write.
+    _, msgs = execute(kc, "import os, sys\n"
+                          "from gevent.monkey import get_original\n"
+                          "start_thread, new_lock = get_original('_thread', ['start_new_thread', 'allocate_lock'])\n"
+                          "def write_and_release(text, done):\n"
+                          "    os.write(1, text.encode())\n"
+                          "    done.release()\n"
+                          "for i in range(40):\n"
+                          "    os.system(f'echo child {i}')\n"
+                          "    print(f'python {i}')\n"
+                          "    done = new_lock()\n"
+                          "    done.acquire()\n"
+                          "    start_thread(write_and_release, (f'thread {i}\\n', done))\n"
+                          "    done.acquire()\n"
+                          "    sys.stdout.write(f'python again {i}\\n')\n")
+    assert text_of(msgs, "stdout") == "".join(f"child {i}\npython {i}\nthread {i}\npython again {i}\n"
+                                              for i in range(40))
+
+
+CAPTURE_ORDER_SCRIPT = """
+import os, sys
+from gkernel.fdcapture import FdCapture, WriteSignal
+received = []
+capture = FdCapture(1, lambda text, target: received.append(text))
+if sys.argv[1] == "signal":
+    WriteSignal([capture])
+for i in range(50):
+    os.write(1, f"fd {i}\\n".encode()) if i % 2 else os.system(f"echo child {i}")
+    if capture.unread:  # what the stream router asks before each write
+        capture.poll()
+    received.append(f"python {i}\\n")
+    capture.poll()
+    received.append(f"unread after a poll: {capture.unread}\\n")
+capture.close()
+sys.stderr.write("".join(received))
+"""
+
+
+@pytest.mark.parametrize("mode", ["signal", "no signal"])
+def test_fd_capture_keeps_order_with_and_without_the_write_signal(mode):
+    # Without a WriteSignal (no inotify: its per-user limit), every write asks the file instead.
+    proc = subprocess.run([sys.executable, "-c", CAPTURE_ORDER_SCRIPT, mode], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    expected = "".join(f"{'fd' if i % 2 else 'child'} {i}\npython {i}\nunread after a poll: {mode != 'signal'}\n"
+                       for i in range(50))
+    assert proc.stderr == expected
+
+
+def test_fd_output_written_outside_any_request_arrives_without_polling(kc):
+    # A background child writes while the kernel is idle: the hub reads when the file is
+    # written (not on a timer), and the text goes to the cell that started the child.
+    msg_id = kc.execute("import subprocess\n"
+                        "subprocess.Popen(['sh', '-c', 'sleep 0.5; echo late from the child'])")
+    start = time.monotonic()
+    while True:
+        msg = kc.get_iopub_msg(timeout=10)
+        if msg["msg_type"] == "stream":
+            break
+    assert msg["parent_header"]["msg_id"] == msg_id
+    assert msg["content"]["text"] == "late from the child\n"
+    assert 0.5 <= time.monotonic() - start < 1.5
+    get_reply(kc, msg_id)
 
 
 def test_fd_level_output_reaches_the_cell(kc):

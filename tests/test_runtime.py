@@ -33,6 +33,22 @@ def test_only_the_heartbeat_thread(kernel):
     assert len(names) - len(zmq_threads) == 2, names
 
 
+def test_an_idle_kernel_does_not_wake_up(kernel):
+    """Nothing polls: fd-level output is noticed by the signal of its write, not by a timer."""
+    km, kc = kernel
+    execute(kc, "print('warm')")
+    pid = km.provisioner.process.pid
+
+    def switches():
+        with open(f"/proc/{pid}/task/{pid}/status") as f:
+            fields = dict(line.split(":\t") for line in f.read().splitlines() if "ctxt_switches" in line)
+        return sum(int(value) for value in fields.values())
+
+    before = switches()
+    time.sleep(2)
+    assert switches() - before < 20, "the idle kernel's main thread woke up (a 10 ms timer makes 200)"
+
+
 def test_greenlet_keeps_running_between_cells(kc):
     execute(kc, "import gevent\nticks = []\n"
                 "def ticker():\n    while True:\n        ticks.append(1)\n        gevent.sleep(0.02)\n"
