@@ -40,22 +40,27 @@ a DAP error response saying why.
 import ast
 import base64
 import contextvars
+import functools
 import importlib.metadata
 import importlib.util
 import itertools
 import json
 import os
+import secrets
 import shutil
 import sys
 import tempfile
 import threading
 import weakref
+from array import array
 
 import gevent
 import gevent.queue
 import gevent.socket
 from gevent.event import AsyncResult
 from gevent.lock import Semaphore
+
+from .cells import CELL_KEY
 
 __all__ = ["CellFiles", "DebugServer", "Debugger", "murmur2"]
 
@@ -100,12 +105,13 @@ def murmur2(data, seed):
     length = len(data)
     h = (seed ^ length) & mask
     end = length & ~3
-    for i in range(0, end, 4):
-        k = int.from_bytes(data[i:i + 4], "little")
+    words = array("I", data[:end])  # (a word at a time: a long cell is hashed at every run)
+    if sys.byteorder == "big":
+        words.byteswap()
+    for k in words:
         k = (k * m) & mask
         k ^= k >> 24
-        k = (k * m) & mask
-        h = ((h * m) & mask) ^ k
+        h = ((h * m) & mask) ^ ((k * m) & mask)
     tail = data[end:]
     if tail:
         h ^= int.from_bytes(tail, "little")
@@ -118,41 +124,43 @@ def murmur2(data, seed):
 class CellFiles:
     """The file names a kernel's cells are compiled under, and their copies on disk.
 
-    Named by the hash of the cell's code in a directory of the kernel's own
-    (made 0700 by ``mkdtemp`` on first use), so that a breakpoint set in a
-    cell's file stops that kernel's code only.
+    Named by the hash of the cell's code in a directory of the kernel's own,
+    so that a breakpoint set in a cell's file stops that kernel's code only.
+    Every cell is compiled under such a name while a debugger can start (it
+    may start after the cell ran), but the directory is made (0700) only by
+    the first ``dumpCell``: a kernel that is never debugged touches no file.
     """
 
     suffix = ".py"
 
     def __init__(self, kernel_id):
-        self._kernel_id = kernel_id
-        self._directory = None
+        #: unguessable, so nobody can make it before us (``dump`` refuses one that exists)
+        self.directory = os.path.join(tempfile.gettempdir(), f"gkernel-{kernel_id[:8]}-{secrets.token_hex(8)}")
+        self.prefix = self.directory + os.sep
+        self._made = False
+        #: the file name of a cell whose code is the argument (re-runs are common, hashing is not free)
+        self.path = functools.lru_cache(maxsize=256)(self._path)
 
-    @property
-    def prefix(self):
-        if self._directory is None:
-            self._directory = tempfile.mkdtemp(prefix=f"gkernel-{self._kernel_id[:8]}-")
-        return self._directory + os.sep
-
-    def path(self, code):
-        """The file name of a cell whose code is *code*."""
+    def _path(self, code):
         return f"{self.prefix}{murmur2(code.encode('utf-8'), HASH_SEED)}{self.suffix}"
 
     def owns(self, path):
-        return self._directory is not None and path.startswith(self._directory + os.sep)
+        return path.startswith(self.prefix)
 
     def dump(self, code):
         """Write *code* to its file (the debugger shows and steps through it there)."""
+        if not self._made:
+            os.mkdir(self.directory, 0o700)  # FileExistsError: not ours
+            self._made = True
         path = self.path(code)
         with open(path, "w", encoding="utf-8") as file:
             file.write(code)
         return path
 
     def remove(self):
-        if self._directory is not None:
-            shutil.rmtree(self._directory, ignore_errors=True)
-            self._directory = None
+        if self._made:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self._made = False
 
 
 def response(request, success=True, body=None, message=None):
@@ -267,6 +275,8 @@ class GreenletTracing:
                     if previous is not None:
                         previous(event, args)
                     return
+            elif not _debugged(target):
+                self._set_trace(None)
             else:
                 tracer = getattr(self._tracers, "tracing_func", None)
                 if tracer is None:
@@ -277,6 +287,19 @@ class GreenletTracing:
                 self._set_trace(tracer)
         if self._previous is not None:
             self._previous(event, args)
+
+
+def _debugged(glet):
+    """Whether *glet* runs under pydevd: its cell's kernel has a session, or it belongs to no cell.
+
+    In a host, a kernel's session must neither slow down (trace) nor stop
+    another kernel's code, even at a breakpoint in a module both use.
+    Greenlets of no cell (a gevent server's handlers, spawned by the hub) are
+    traced while any session is on: that is where gevent code is debugged.
+    """
+    tree = getattr(glet, "spawn_tree_locals", None)
+    cell = tree.get(CELL_KEY) if tree is not None else None
+    return cell is None or cell.kernel.debugger.started
 
 
 class DapError(Exception):
@@ -696,7 +719,10 @@ class Debugger:
         code = arguments.get("code")
         if not isinstance(code, str):
             return response(request, False, message="dumpCell: code must be a string")
-        return response(request, body={"sourcePath": self.cell_files.dump(code)})
+        try:
+            return response(request, body={"sourcePath": self.cell_files.dump(code)})
+        except OSError as error:
+            return response(request, False, message=f"dumpCell: cannot write the cell's file: {error}")
 
     def _on_debugInfo(self, request, arguments):
         return response(request, body={

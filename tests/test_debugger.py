@@ -8,11 +8,12 @@ kernel without debugger (no monkey-patching) that says why.
 """
 
 import itertools
+import queue
 import time
 
 import pytest
 
-from conftest import execute, get_reply, result_of, start_kernel, stdout_of, stop_kernel
+from conftest import execute, flush_iopub, get_reply, result_of, start_kernel, stdout_of, stop_kernel
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -269,6 +270,33 @@ def test_two_kernels_of_a_host_are_debugged_at_once_and_a_neighbour_keeps_answer
     assert get_reply(a, id_a)["content"]["status"] == "ok"
     for kc in (a, b):
         assert debug(kc, "disconnect", restart=False, terminateDebuggee=True)["success"]
+
+
+def test_a_session_neither_traces_nor_stops_a_neighbour_kernel_in_a_shared_module(host, tmp_path):
+    (tmp_path / "shared_module.py").write_text("def double(x):\n    y = x * 2\n    return y\n")
+    _, debugged = host.kernel()
+    _, neighbour = host.kernel()
+    execute(debugged, f"import sys\nsys.path.insert(0, {str(tmp_path)!r})\nimport shared_module")
+    start_debugging(debugged)
+    reply = debug(debugged, "setBreakpoints", source={"path": str(tmp_path / "shared_module.py")},
+                  breakpoints=[{"line": 2}])
+    assert reply["success"] and reply["body"]["breakpoints"][0]["verified"], reply
+    assert debug(debugged, "configurationDone")["success"]
+
+    # The neighbour (no session) runs the module's code, untraced, and nothing reaches the session.
+    flush_iopub(debugged)
+    reply, msgs = execute(neighbour, "import sys, shared_module\nprint(shared_module.double(21), sys.gettrace())")
+    assert stdout_of(msgs) == "42 None\n"
+    with pytest.raises(queue.Empty):  # no debug_event, nor anything else
+        debugged.get_iopub_msg(timeout=0.5)
+
+    # The debugged kernel stops there.
+    cell_id = debugged.execute("shared_module.double(5)")
+    stopped, _ = debug_events(debugged, "stopped")
+    assert stopped["body"]["threadId"] == 1 and frame_variables(debugged, 1)[0]["x"] == "5"
+    assert debug(debugged, "continue", threadId=1)["success"]
+    assert get_reply(debugged, cell_id)["content"]["status"] == "ok"
+    assert debug(debugged, "disconnect", restart=False, terminateDebuggee=True)["success"]
 
 
 def test_an_interrupt_ends_a_stopped_cell_and_the_debugger_stops_it_again(kc):
