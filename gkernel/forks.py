@@ -112,6 +112,9 @@ class ForkRelay:
         read_fd, write_fd = self._pipe
         self._pipe = None
         os.close(read_fd)
+        # The process's SIGTERM handler ends its kernels: here it would shut the parent's kernels
+        # down from the child, and end_children's SIGTERM would not end the child.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         # The parent's relays are the parent's: here they would read (steal) its children's records.
         for relay in self._relays:
             relay.kill(block=False)

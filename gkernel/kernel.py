@@ -263,6 +263,8 @@ class Kernel(LoggingConfigurable):
         for capture in self.captures:
             capture.forget()
         self.captures = []
+        if self.shell is not None:
+            self.shell.history_manager.forget()
         self.publisher = publisher
         self.output.rebind(publisher)
         self.iopub_socket = QueueSocket(publisher, self.flush_output)

@@ -199,9 +199,13 @@ class GKernelApp(ShellConfigHelp, Application):
         except ValueError:
             return
 
+        kernel_pid = os.getpid()
+
         def watch():
             while os.getppid() == parent:
                 gevent.sleep(1)
+            if os.getpid() != kernel_pid:
+                return  # in a cell's forked child, whose parent is the kernel: not ours to end
             self.log.warning("the process that launched this kernel (pid %d) is gone; shutting down", parent)
             kernel.shutdown_event.set()
 

@@ -156,6 +156,14 @@ class GreenHistoryManager(HistoryManager):
         for _, line, entry in super()._get_range_session(start, stop, raw, output):
             yield self.session_number, line, entry
 
+    def forget(self):
+        """In a forked child: write nothing (the parent writes this session, and an SQLite
+        connection must not be used across a fork)."""
+        if self._save_timer is not None:
+            self._save_timer.close()
+            self._save_timer = None
+        self.enabled = False
+
     def end_session(self):
         if self._save_timer is not None:
             self._save_timer.close()

@@ -74,6 +74,10 @@ def _endpoint(transport, ip, port):
     return f"{transport}://{ip}-{port}"
 
 
+def _ignore(*args):
+    """What a forgotten socket does when told its state may have changed (see Transport.forget)."""
+
+
 class Transport:
     """The bound sockets of one kernel.
 
@@ -172,17 +176,23 @@ class Transport:
             setattr(self, name, zmq.green.Socket.shadow(sock.underlying))
 
     def forget(self):
-        """In a forked child: stop watching the sockets, which belong to the parent.
+        """In a forked child: never touch the sockets again, they belong to the parent.
 
         A ``zmq.green`` socket keeps a hub watcher on its notification fd,
         which a child shares with the parent; left running, the child's hub
-        would call into the parent's libzmq state. There is no public way to
-        stop it, hence the private ``_state_event``.
+        would call into the parent's libzmq state. And the greenlets waiting
+        on a socket, once ended, ask it for its state on their way out: in a
+        forked child libzmq answers that with EINTR, which pyzmq retries
+        forever -- the child would spin at 100% CPU instead of running its
+        code. There is no public way to stop either, hence the private names
+        (``zmq.green.Socket``'s watcher and name-mangled state callback).
         """
         for name in self._native:
-            watcher = getattr(getattr(self, name), "_state_event", None)
+            sock = getattr(self, name)
+            watcher = getattr(sock, "_state_event", None)
             if watcher is not None:
                 watcher.stop()
+            sock._Socket__state_changed = _ignore
 
     def close(self):
         """Close the channel sockets, give up the heartbeat endpoint, and remove ipc socket files."""

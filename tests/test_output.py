@@ -1,6 +1,7 @@
 """Output capture on the wire: ordering, fd-level output, forks, threads, IPython.display."""
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -213,6 +214,29 @@ def test_forked_children_send_output_to_the_forking_cell(kc):
     assert reply["content"]["status"] == "ok"
     assert sorted(stdout_of(msgs).splitlines()) == ["exit codes [0, 0, 0]", "worker 0", "worker 1", "worker 2"]
     assert result_of(kc, "40 + 2") == "42"
+
+
+def test_a_forked_child_that_waits_goes_on_and_sigterm_ends_it(kc):
+    # The child's hub runs while it waits: nothing of the parent's kernel may wake up there
+    # (the launcher watch saw a new parent pid and closed the kernel, killing the child's cell).
+    reply, msgs = execute(kc, "import os, signal, time\n"
+                              "pid = os.fork()\n"
+                              "if pid == 0:\n"
+                              "    time.sleep(1.5)\n"
+                              "    print('child slept')\n"
+                              "    os._exit(7)\n"
+                              "print('exit status', os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))")
+    assert reply["content"]["status"] == "ok"
+    assert stdout_of(msgs) == "child slept\nexit status 7\n"
+    started = time.monotonic()
+    reply, msgs = execute(kc, "pid = os.fork()\n"
+                              "if pid == 0:\n"
+                              "    time.sleep(60)\n"
+                              "time.sleep(0.5)\n"
+                              "os.kill(pid, signal.SIGTERM)\n"
+                              "print('exit status', os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))")
+    assert stdout_of(msgs) == f"exit status {-signal.SIGTERM}\n"
+    assert time.monotonic() - started < 5
 
 
 def test_ipython_display_publishes_through_gkernel(kc):
