@@ -245,7 +245,7 @@ class GreenletTracing:
         # greenlet's dummy thread as done) from inside any traced call, also in pydevd's command
         # thread while it holds the lock that report takes: pydevd would hang for good.
         self._set_trace(None)
-        if not self._counts:
+        if self._installed and not self._counts:
             self._uninstall()
 
     def _uninstall(self):
@@ -413,6 +413,7 @@ class DebugServer:
             pydevd_tracing.TracingFunctionHolder._original_tracing or sys.settrace)
         self._socket = sock
         self._greenlets = [gevent.spawn(self._read), gevent.spawn(self._deliver)]
+        os.register_at_fork(after_in_child=self._in_forked_child)
         self.log.info("debugger: pydevd listening in-process on %s:%s", host, port)
 
     def close(self):
@@ -421,18 +422,46 @@ class DebugServer:
         pydevd would otherwise end its reader and writer from an ``atexit``
         handler, in interpreter shutdown, where waiting for greenlets can hang.
         """
-        if self._socket is None:
+        sock = self._socket
+        if sock is None:
             return
-        if self._sessions:
-            self._sessions.clear()
-            self._greenlet_tracing.stop()
+        self._end("the process is ending")
         import pydevd
 
         pydevd.stoptrace()
         gevent.killall(self._greenlets, timeout=1)
-        self._socket.close()
+        sock.close()
+
+    def _end(self, reason):
+        """Debug no more in this process: no session, nothing traced, nobody waiting for pydevd."""
+        self.unavailable = reason
         self._socket = None
-        self.unavailable = "the process is ending"
+        self._sessions.clear()
+        self._greenlet_tracing.stop()
+        for result in self._pending.values():
+            result.set_exception(DapError(reason))
+
+    def _in_forked_child(self):
+        """A forked child shares the connection to pydevd, but is not the process it debugs.
+
+        Left alone, the child's copies of pydevd's reader and writer and of
+        ours would read the parent's messages and write into its stream. The
+        child's descriptors of both ends now point at /dev/null (closing or
+        shutting a socket down here would end the parent's connection too):
+        the readers see the end of the stream, writes go nowhere.
+        """
+        sock = self._socket
+        if sock is None:
+            return
+        import pydevd
+
+        pydevd_sock = pydevd.get_global_debugger().writer.sock
+        self._end("a forked child does not debug: its parent holds the debugger")
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for each in (sock, pydevd_sock):
+            os.dup2(devnull, each.fileno())
+        os.close(devnull)
+        gevent.killall(self._greenlets, block=False)
 
     # -- sessions ------------------------------------------------------------------
 
@@ -473,7 +502,7 @@ class DebugServer:
     def request(self, request, timeout=DAP_TIMEOUT):
         """Send *request* (a DAP request dict) to pydevd; its response, renumbered back."""
         if self._socket is None:
-            raise DapError("the debugger is not started (send initialize first)")
+            raise DapError(self.unavailable or "the debugger is not started (send initialize first)")
         seq = next(self._seq)
         result = self._pending[seq] = AsyncResult()
         message = {**request, "seq": seq}
@@ -491,10 +520,11 @@ class DebugServer:
         return {**reply, "request_seq": request.get("seq", 0)}
 
     def _read(self):
+        sock = self._socket
         buffer = b""
         try:
             while True:
-                data = self._socket.recv(65536)
+                data = sock.recv(65536)
                 if not data:
                     break
                 buffer += data
@@ -504,11 +534,11 @@ class DebugServer:
                         break
                     self._dispatch(message)
         except Exception:
-            self.log.exception("debugger: reading from pydevd failed")
-        self.log.error("debugger: the connection to pydevd is closed; debugging is off for this process")
-        self.unavailable = "the connection to pydevd closed"
-        for result in self._pending.values():
-            result.set_exception(DapError(self.unavailable))
+            if self._socket is sock:
+                self.log.exception("debugger: reading from pydevd failed")
+        if self._socket is sock:  # (not ended on purpose: close, or a forked child)
+            self.log.error("debugger: the connection to pydevd is closed; debugging is off for this process")
+            self._end("the connection to pydevd closed")
 
     def _dispatch(self, message):
         if message.get("type") == "response":

@@ -299,6 +299,31 @@ def test_a_session_neither_traces_nor_stops_a_neighbour_kernel_in_a_shared_modul
     assert debug(debugged, "disconnect", restart=False, terminateDebuggee=True)["success"]
 
 
+def test_a_forked_child_leaves_the_debugger_connection_to_its_parent(kc):
+    # The child inherits the process's connection to pydevd: it must not read the parent's
+    # responses and events, nor write into the connection.
+    start_debugging(kc)
+    reply, msgs = execute(kc, "import os, time\n"
+                              "child = os.fork()\n"
+                              "if child == 0:\n"
+                              "    time.sleep(1.5)\n"
+                              "    os._exit(0)\n"
+                              "print('forked')")
+    assert stdout_of(msgs) == "forked\n"
+    started = time.monotonic()
+    while time.monotonic() - started < 2:  # while the child lives, and a little after
+        reply = debug(kc, "threads")
+        assert reply["success"] and reply["request_seq"] and isinstance(reply["body"]["threads"], list)
+    code = FUNCTION + "add(6, 7)"
+    breakpoint_in(kc, code, 2)
+    cell_id = kc.execute(code)
+    stopped, _ = debug_events(kc, "stopped")
+    assert frame_variables(kc, 1)[0]["a"] == "6"
+    assert debug(kc, "continue", threadId=1)["success"]
+    assert get_reply(kc, cell_id)["content"]["status"] == "ok"
+    assert result_of(kc, "os.waitpid(child, 0)[1]") == "0"
+
+
 def test_an_interrupt_ends_a_stopped_cell_and_the_debugger_stops_it_again(kc):
     start_debugging(kc)
     code = FUNCTION + "add(4, 5)"
