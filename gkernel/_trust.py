@@ -5,9 +5,12 @@ decides who starts a host. In a runtime directory other users can write to, a
 planted file would capture our kernels (or hand ours to them), and after a
 host dies its pid can be a zombie or another program's. So:
 
-* a host or lock file is used only if it is a regular file owned by the
-  current user, with no permission for anyone else, in a directory that only
-  its owner (the current user) can write to (:func:`private_file`);
+* a host file is used only if it is a regular file owned by the current
+  user, with no permission for anyone else, in a directory that only its
+  owner (the current user) can write to (:func:`private_file`); a lock file
+  (whose content nobody reads) if it is a regular file of ours in such a
+  directory, made private if it was not (:func:`claim_file`: older gkernels
+  made it under the umask);
 * a process is the one a file names only if the kernel says it started at the
   same instant (:func:`start_ticks`, from ``/proc``: a reused pid has another
   start time) and it is not a zombie.
@@ -16,7 +19,7 @@ host dies its pid can be a zombie or another program's. So:
 import os
 import stat
 
-__all__ = ["PrivacyError", "private_directory", "private_file", "process_matches", "start_ticks"]
+__all__ = ["PrivacyError", "claim_file", "private_directory", "private_file", "process_matches", "start_ticks"]
 
 
 class PrivacyError(Exception):
@@ -38,6 +41,17 @@ def private_file(path):
         raise PrivacyError(f"{path} is not a private file of yours "
                            f"(owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o})")
     private_directory(os.path.dirname(os.path.abspath(path)))
+
+
+def claim_file(fd, path):
+    """Raise PrivacyError unless the open file *fd* (at *path*) is a regular file of ours in a
+    private directory; then take away any permission others have on it."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
+        raise PrivacyError(f"{path} is not a file of yours (owner uid {st.st_uid})")
+    private_directory(os.path.dirname(os.path.abspath(path)))
+    if st.st_mode & 0o077:
+        os.fchmod(fd, 0o600)
 
 
 def start_ticks(pid="self"):

@@ -31,7 +31,7 @@ import zmq
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from traitlets import Float, Unicode
 
-from ._trust import PrivacyError, private_file
+from ._trust import PrivacyError, claim_file
 from .manage import HostClient, HostError, host_files
 
 #: seconds a host has to answer before a provisioner passes it over
@@ -140,14 +140,19 @@ class ServeProvisioner(KernelProvisionerBase):
             raise HostError(f"cannot open the lock file {path}: {exc}") from None
         with os.fdopen(fd, "w") as lock:
             try:
-                private_file(path)  # else whoever planted it decides when we start hosts
+                claim_file(fd, path)  # else whoever planted it decides when we start hosts
             except PrivacyError as exc:
                 raise HostError(f"refusing the lock file: {exc}") from None
+            # The holder pings hosts (PING_TIMEOUT each) and may start one: bounded, a hung holder too.
+            deadline = time.monotonic() + self.host_start_timeout + 10 * PING_TIMEOUT
             while True:
                 try:
                     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise HostError(f"another process has held {path} for over "
+                                        f"{self.host_start_timeout + 10 * PING_TIMEOUT:g} s") from None
                     await asyncio.sleep(0.02)
             try:
                 return await self._answering_host() or HostClient(await self._start_host(runtime))

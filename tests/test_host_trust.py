@@ -9,6 +9,7 @@ ticker checks that no provisioner call holds the event loop.
 import asyncio
 import json
 import os
+import stat
 import signal
 import subprocess
 import sys
@@ -113,6 +114,7 @@ def test_stale_zombie_and_reused_pid_host_files_are_removed_and_a_new_host_start
 
 
 def test_files_others_could_have_written_are_never_used_nor_removed(runtime, tmp_path):
+    from gkernel._trust import claim_file
     from gkernel.manage import HostClient, HostError, find_host_file
 
     # A live host's file, but readable by others: not ours to trust.
@@ -130,15 +132,29 @@ def test_files_others_could_have_written_are_never_used_nor_removed(runtime, tmp
             assert find_host_file(str(runtime)) is None and planted.exists()
             with pytest.raises(HostError, match="owner uid 65534"):
                 HostClient(str(planted))
-        # A planted lock file: the provisioner refuses it, with the reason, rather than obey it.
+        # An older gkernel's lock file (made under the umask) is ours: taken back, made private.
         lock = runtime / "gkernel-serve.lock"
         lock.write_text("")
-        os.chmod(lock, 0o666)
+        os.chmod(lock, 0o644)
+        fd = os.open(lock, os.O_RDWR)
+        try:
+            claim_file(fd, str(lock))
+        finally:
+            os.close(fd)
+        assert stat.S_IMODE(os.stat(lock).st_mode) == 0o600
 
-        async def main():
-            with pytest.raises(Exception, match="refusing the lock file"):
+        # A planted one: the provisioner refuses it, with the reason, rather than obey it.
+        async def refused(reason):
+            with pytest.raises(Exception, match=reason):
                 await start_async()
-        asyncio.run(main())
+        lock.unlink()
+        os.symlink(tmp_path / "elsewhere", lock)
+        asyncio.run(refused("cannot open the lock file"))
+        if os.getuid() == 0:
+            lock.unlink()
+            lock.write_text("")
+            os.chown(lock, 65534, 65534)
+            asyncio.run(refused("refusing the lock file: .* not a file of yours"))
     finally:
         proc.terminate()
         proc.wait(timeout=20)
