@@ -46,6 +46,7 @@ import importlib.util
 import itertools
 import json
 import os
+import re
 import secrets
 import shutil
 import sys
@@ -91,6 +92,8 @@ _INTERNAL_PACKAGES = ("gkernel", "gevent", "greenlet", "zmq", "IPython", "traitl
 _SHELL_NAMES = frozenset({"__name__", "__doc__", "__package__", "__loader__", "__spec__", "__annotations__",
                           "__builtins__", "__builtin__", "__display__", "get_ipython", "exit", "quit", "In",
                           "Out", "_oh", "_dh", "_", "__", "___"})
+#: IPython's input and output history names: _i, _ii, _iii, _i<n>, _<n>
+_HISTORY_NAME = re.compile(r"_i{1,3}|_i\d+|_\d+")
 
 
 def murmur2(data, seed):
@@ -917,7 +920,8 @@ class Debugger:
 
 
 def _user_name(name):
-    return name not in _SHELL_NAMES and not name.startswith("_i") and not (name[:1] == "_" and name[1:2].isdigit())
+    """Not one of the names IPython puts in the namespace (``In``, ``_i3``, ``_3``...): ``_items`` is the user's."""
+    return name not in _SHELL_NAMES and _HISTORY_NAME.fullmatch(name) is None
 
 
 def _jsonable(value):

@@ -180,11 +180,13 @@ def test_a_breakpoint_in_a_spawned_greenlet_stops_that_greenlet_only(kc):
 
 def test_pause_stops_a_spinning_cell_and_inspect_variables_lists_the_namespace(kc):
     start_debugging(kc)
-    reply, _ = execute(kc, "answer = {'x': [1, 2, 3]}")
+    reply, _ = execute(kc, "answer = {'x': [1, 2, 3]}\n_items = 'mine'\n'an output'")
     variables = debug(kc, "inspectVariables")["body"]["variables"]
     answer = next(v for v in variables if v["name"] == "answer")
     assert answer["type"] == "dict" and answer["variablesReference"] > 0
-    assert not any(v["name"] in ("In", "Out", "get_ipython", "open", "exit") for v in variables)
+    names = {v["name"] for v in variables}
+    assert "_items" in names  # the user's, though it starts like IPython's _i<n>
+    assert not names & {"In", "Out", "get_ipython", "open", "exit", "_i", "_ii", "_", "_i1", "_1"}
     children = debug(kc, "variables", variablesReference=answer["variablesReference"])["body"]["variables"]
     assert [(c["name"], c["value"]) for c in children] == [("'x'", "[1, 2, 3]")]
     rich = debug(kc, "richInspectVariables", variableName="answer")
