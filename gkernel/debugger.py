@@ -47,6 +47,7 @@ import itertools
 import json
 import os
 import re
+import reprlib
 import secrets
 import shutil
 import sys
@@ -374,9 +375,9 @@ class DebugServer:
             starter.start()
             try:
                 starter.get()
-            except DapError as exc:
-                self.unavailable = str(exc)
-                raise
+            except Exception as exc:  # also debugpy's own errors (a cell already called debugpy.listen)
+                self.unavailable = str(exc) if isinstance(exc, DapError) else f"{type(exc).__name__}: {exc}"
+                raise DapError(self.unavailable) from None
 
     def _connect(self):
         # pydevd warns that frozen stdlib modules may hide breakpoints in them; cells are not frozen.
@@ -400,9 +401,13 @@ class DebugServer:
         sock = gevent.socket.create_connection((host, port), timeout=DAP_TIMEOUT)
         sock.settimeout(None)
         py_db = pydevd.get_global_debugger()
-        with gevent.Timeout(DAP_TIMEOUT, DapError("pydevd did not accept the debugger's connection")):
-            while (peer := _accepted_peer(py_db)) is None:
-                gevent.sleep(0.01)
+        try:
+            with gevent.Timeout(DAP_TIMEOUT, DapError("pydevd did not accept the debugger's connection")):
+                while (peer := _accepted_peer(py_db)) is None:
+                    gevent.sleep(0.01)
+        except DapError:
+            sock.close()
+            raise
         # Anyone on this machine may connect to a port on loopback; pydevd takes the first comer.
         ours = sock.getsockname()
         if peer != ours:
@@ -669,6 +674,9 @@ class Debugger:
             return local(request, arguments) if local is not None else self._forward(request, arguments)
         except DapError as exc:
             return response(request, False, message=str(exc))
+        except Exception as exc:  # a bad argument, or a bug: still a DAP response, and logged
+            self.kernel.log.exception("debugger: %s failed", command)
+            return response(request, False, message=f"{command} failed: {type(exc).__name__}: {exc}")
 
     def _forward(self, request, arguments):
         if "threadId" in arguments:
@@ -933,9 +941,13 @@ class _VariableTable:
 
     pydevd can only show the variables of a stopped frame; between cells the
     panel lists the namespace and expands containers through these references.
+    This runs on the control channel: values are shown by a bounded ``repr``
+    (a ten-million-item list must not cost seconds) and at most
+    ``_MAX_ITEMS`` children per container.
     """
 
     def __init__(self):
+        #: reference -> (value, the expression that evaluates to it in the namespace)
         self._objects = {}
         self._next = itertools.count(1)
 
@@ -943,35 +955,48 @@ class _VariableTable:
         return [self._describe(name, name, value) for name, value in namespace.items()]
 
     def expand(self, reference):
-        value = self._objects.get(reference)
-        if value is None:
-            return []
-        return [self._describe(name, expression, child) for name, expression, child in _items_of(value)]
+        value, expression = self._objects.get(reference, (None, ""))
+        return [self._describe(name, f"{expression}{suffix}" if suffix else "", child)
+                for name, suffix, child in _items_of(value)]
 
     def _describe(self, name, expression, value):
-        reference = 0
-        if _items_of(value, probe=True):
-            reference = next(self._next)
-            self._objects[reference] = value
         try:
-            text = repr(value)
-        except Exception as exc:
-            text = f"<repr failed: {type(exc).__name__}>"
-        return {"name": name, "value": text[:1000], "type": type(value).__name__, "evaluateName": expression,
+            text, expandable = _BOUNDED_REPR.repr(value), _has_items(value)
+        except Exception as exc:  # the user's __repr__, __len__ or __getattr__
+            text, expandable = f"<repr failed: {type(exc).__name__}>", False
+        reference = 0
+        if expandable:
+            reference = next(self._next)
+            self._objects[reference] = (value, expression)
+        return {"name": name, "value": text, "type": type(value).__name__, "evaluateName": expression,
                 "variablesReference": reference}
 
 
-def _items_of(value, probe=False):
-    """(name, expression, child) of a container's items or an object's attributes."""
-    if isinstance(value, (str, bytes, int, float, complex, bool, type(None))):
+_MAX_ITEMS = 300
+_BOUNDED_REPR = reprlib.Repr()
+_BOUNDED_REPR.maxlist = _BOUNDED_REPR.maxtuple = _BOUNDED_REPR.maxset = _BOUNDED_REPR.maxdict = 100
+_BOUNDED_REPR.maxstring = _BOUNDED_REPR.maxother = 1000
+_BOUNDED_REPR.maxlevel = 3
+_SCALARS = (str, bytes, int, float, complex, bool, type(None))
+
+
+def _has_items(value):
+    if isinstance(value, _SCALARS):
+        return False
+    if isinstance(value, (dict, list, tuple, set, frozenset)):
+        return len(value) > 0
+    return bool(getattr(value, "__dict__", None))
+
+
+def _items_of(value):
+    """(name, expression suffix, child) of a container's items or an object's attributes."""
+    if value is None or isinstance(value, _SCALARS):
         return []
     if isinstance(value, dict):
-        items = [(repr(k), f"[{k!r}]", v) for k, v in itertools.islice(value.items(), 300)]
-    elif isinstance(value, (list, tuple)):
-        items = [(str(i), f"[{i}]", v) for i, v in enumerate(value[:300])]
-    elif isinstance(value, (set, frozenset)):
-        items = [(str(i), "", v) for i, v in enumerate(itertools.islice(value, 300))]
-    else:
-        attributes = getattr(value, "__dict__", None)
-        items = [(k, f".{k}", v) for k, v in list(attributes.items())[:300]] if isinstance(attributes, dict) else []
-    return bool(items) if probe else items
+        return [(repr(k), f"[{k!r}]", v) for k, v in itertools.islice(value.items(), _MAX_ITEMS)]
+    if isinstance(value, (list, tuple)):
+        return [(str(i), f"[{i}]", v) for i, v in enumerate(value[:_MAX_ITEMS])]
+    if isinstance(value, (set, frozenset)):
+        return [(str(i), "", v) for i, v in enumerate(itertools.islice(value, _MAX_ITEMS))]
+    attributes = getattr(value, "__dict__", None)
+    return [(k, f".{k}", v) for k, v in list(attributes.items())[:_MAX_ITEMS]] if isinstance(attributes, dict) else []

@@ -7,7 +7,9 @@ that history once it passes 65,536 entries: a peer without the key can send
 garbage until genuine digests are culled, then replay captured requests.
 :class:`VerifyingSession` checks the signature first, so only digests of
 authentic messages ever enter the history (and a replay of one is refused as
-before). Everything else is jupyter_client's.
+before). Everything else is jupyter_client's, which checks the signature
+again: about 10 us per message (of an execute round trip's 3 ms), the price
+of not copying its parsing.
 
 :class:`DropLog` logs dropped input at most ``burst`` times per ``period``,
 then once per period with the count of what it did not log: a flood of

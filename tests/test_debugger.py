@@ -188,7 +188,16 @@ def test_pause_stops_a_spinning_cell_and_inspect_variables_lists_the_namespace(k
     assert "_items" in names  # the user's, though it starts like IPython's _i<n>
     assert not names & {"In", "Out", "get_ipython", "open", "exit", "_i", "_ii", "_", "_i1", "_1"}
     children = debug(kc, "variables", variablesReference=answer["variablesReference"])["body"]["variables"]
-    assert [(c["name"], c["value"]) for c in children] == [("'x'", "[1, 2, 3]")]
+    assert [(c["name"], c["value"], c["evaluateName"]) for c in children] == [("'x'", "[1, 2, 3]", "answer['x']")]
+    grandchildren = debug(kc, "variables", variablesReference=children[0]["variablesReference"])["body"]["variables"]
+    assert [(c["value"], c["evaluateName"]) for c in grandchildren] == [("1", "answer['x'][0]"), ("2", "answer['x'][1]"),
+                                                                         ("3", "answer['x'][2]")]
+    # Shown by a bounded repr on the control channel: the full one of this list takes about a second.
+    execute(kc, "big = [0] * 10_000_000")
+    started = time.monotonic()
+    big = next(v for v in debug(kc, "inspectVariables")["body"]["variables"] if v["name"] == "big")
+    assert time.monotonic() - started < 0.5 and big["value"].endswith(", ...]") and len(big["value"]) < 1000
+    execute(kc, "del big")
     rich = debug(kc, "richInspectVariables", variableName="answer")
     assert rich["body"]["data"] == {"text/plain": "{'x': [1, 2, 3]}"}
 
@@ -210,6 +219,12 @@ def test_malformed_debug_requests_get_an_error_and_the_kernel_goes_on(kc):
         kc.control_channel.send(msg)
         reply = get_reply(kc, msg["header"]["msg_id"], channel="control")["content"]
         assert reply["success"] is False and reply["message"], (content, reply)
+    # Arguments of the wrong type for commands the kernel answers itself: DAP error responses.
+    start_debugging(kc)
+    for command, arguments in (("modules", {"startModule": "x"}), ("modules", {"moduleCount": [1]}),
+                               ("copyToGlobals", {"srcVariableName": 3, "dstVariableName": "b"})):
+        reply = debug(kc, command, **arguments)
+        assert reply["success"] is False and reply["command"] == command and reply["message"], (command, reply)
     reply, msgs = execute(kc, "print('still here')")
     assert reply["content"]["status"] == "ok" and stdout_of(msgs) == "still here\n"
 
