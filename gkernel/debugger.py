@@ -84,6 +84,8 @@ MAIN_SHELL_THREAD = "gkernel shell {}"
 
 #: client-side id of the kernel's main shell (see the module docstring)
 MAIN_THREAD_ID = 1
+#: not looked up yet (see Debugger._main_shell_thread)
+_UNKNOWN = object()
 
 #: packages whose frames the debugger hides and never stops in: the kernel's own machinery
 _INTERNAL_PACKAGES = ("gkernel", "gevent", "greenlet", "zmq", "IPython", "traitlets", "jupyter_client",
@@ -643,8 +645,9 @@ class Debugger:
         self.breakpoints = {}
         #: pydevd ids of this kernel's threads stopped now
         self.stopped = set()
-        #: pydevd id of the greenlet running the main shell's request, when known
-        self._main_thread = None
+        #: pydevd id of the greenlet running the main shell's request: None if there is none,
+        #: _UNKNOWN until pydevd's thread list was looked at since the last request began
+        self._main_thread = _UNKNOWN
         self._variables = _VariableTable()
         self._removed_transforms = []
 
@@ -680,10 +683,11 @@ class Debugger:
 
     def _forward(self, request, arguments):
         if "threadId" in arguments:
-            arguments = {**arguments, "threadId": self._to_pydevd(arguments["threadId"])}
+            arguments = {**arguments, "threadId": self._own_thread(arguments["threadId"], request["command"])}
         reply = self.server.request({**request, "arguments": arguments})
         body = reply.get("body")
         if isinstance(body, dict) and isinstance(body.get("threads"), list):
+            self._main_shell_thread(body["threads"])
             body["threads"] = [self._thread_for_client(t) for t in body["threads"] if self.owns_thread(t["id"], t["name"])]
         if request["command"] == "variables" and isinstance(body, dict):
             body["variables"] = [v for v in body.get("variables", []) if _user_name(v.get("name", ""))]
@@ -712,7 +716,7 @@ class Debugger:
         """
         if "threadId" not in arguments:
             return response(request, False, message="continue: threadId is required")
-        wanted = self._to_pydevd(arguments["threadId"])
+        wanted = self._own_thread(arguments["threadId"], "continue")
         others = [] if arguments.get("singleThread") else [t for t in self.stopped if t != wanted]
         reply = None
         for thread_id in [wanted, *others]:
@@ -881,7 +885,7 @@ class Debugger:
         thread = threading.current_thread()
         if main_shell:
             thread.name = MAIN_SHELL_THREAD.format(self.kernel.id)
-            self._main_thread = None  # learnt from pydevd's "threads" when needed
+            self._main_thread = _UNKNOWN  # learnt from pydevd's "threads" when needed
         else:
             thread.name = f"gkernel {self.kernel.id} {thread.name}"
 
@@ -889,22 +893,37 @@ class Debugger:
         """Whether pydevd's thread *thread_id* (named *name*) works for this kernel."""
         return thread_id in self.stopped or (name is not None and self.kernel.id in name)
 
-    def _main_shell_thread(self):
-        if self._main_thread is None:
-            threads = self.server.request({"type": "request", "command": "threads", "arguments": {}})
+    def _main_shell_thread(self, threads=None):
+        """The main shell's pydevd id, or None; *threads*: pydevd's thread list, if at hand."""
+        if self._main_thread is _UNKNOWN:
+            if threads is None:
+                reply = self.server.request({"type": "request", "command": "threads", "arguments": {}})
+                threads = reply.get("body", {}).get("threads", [])
             wanted = MAIN_SHELL_THREAD.format(self.kernel.id)
-            for thread in threads.get("body", {}).get("threads", []):
-                if thread.get("name") == wanted:
-                    self._main_thread = thread["id"]
+            self._main_thread = next((t["id"] for t in threads if t.get("name") == wanted), None)
         return self._main_thread
 
-    def _swap(self, thread_id):
+    def _own_thread(self, client_id, command):
+        """pydevd's id of the client's thread *client_id*; DapError unless it is this kernel's."""
+        main = self._main_shell_thread()
+        if client_id == MAIN_THREAD_ID:
+            if main is None:
+                raise DapError(f"{command}: thread 1 (the main shell) runs no cell")
+            return main
+        thread_id = MAIN_THREAD_ID if client_id == main else client_id
+        if thread_id not in self.stopped and thread_id != main:
+            reply = self.server.request({"type": "request", "command": "threads", "arguments": {}})
+            names = {t.get("id"): t.get("name") for t in reply.get("body", {}).get("threads", [])}
+            if not self.owns_thread(thread_id, names.get(thread_id)):
+                raise DapError(f"{command}: thread {client_id} is not one of this kernel's")
+        return thread_id
+
+    def _to_client(self, thread_id):
+        """The id the client knows pydevd's thread *thread_id* by: the main shell is thread 1."""
         main = self._main_shell_thread()
         if main is None or thread_id not in (main, MAIN_THREAD_ID):
             return thread_id
         return MAIN_THREAD_ID if thread_id == main else main
-
-    _to_client = _to_pydevd = _swap  # the swap is its own inverse
 
     def _thread_for_client(self, thread):
         thread_id = self._to_client(thread["id"])

@@ -180,6 +180,8 @@ def test_a_breakpoint_in_a_spawned_greenlet_stops_that_greenlet_only(kc):
 
 def test_pause_stops_a_spinning_cell_and_inspect_variables_lists_the_namespace(kc):
     start_debugging(kc)
+    reply = debug(kc, "pause", threadId=1)  # no cell ran since the session began
+    assert not reply["success"] and "runs no cell" in reply["message"], reply
     reply, _ = execute(kc, "answer = {'x': [1, 2, 3]}\n_items = 'mine'\n'an output'")
     variables = debug(kc, "inspectVariables")["body"]["variables"]
     answer = next(v for v in variables if v["name"] == "answer")
@@ -278,6 +280,11 @@ def test_two_kernels_of_a_host_are_debugged_at_once_and_a_neighbour_keeps_answer
     started = time.monotonic()
     reply, msgs = execute(neighbour, "print(6 * 7)")
     assert stdout_of(msgs) == "42\n" and time.monotonic() - started < 1.0
+
+    # A session cannot drive another kernel's threads, whatever id it tries.
+    for guess in range(2, 40):
+        reply = debug(a, "stackTrace", threadId=guess)
+        assert not reply["success"], f"kernel a saw thread {guess}: {reply}"
 
     # Each kernel sees only its own events.
     assert debug(b, "continue", threadId=1)["success"]
