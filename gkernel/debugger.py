@@ -19,18 +19,24 @@ particular here, and why:
   attached (greenlet's trace hook, as pydevd's own gevent mode does).
 * **pydevd runs in-process** (``debugpy.listen(..., in_process_debug_adapter=True)``):
   no adapter subprocess, no extra hop. It accepts one connection: ours, made
-  right after it listens and verified to be the one it accepted.
+  right after it listens and then checked to be the one it accepted (else
+  debugging is off; a local process that won the race may have had its first
+  commands read by then, as with ipykernel's adapter port).
 * **One pydevd per process, one session per kernel.** :class:`DebugServer`
   owns the process's DAP connection and multiplexes the kernels'
   :class:`Debugger` sessions over it: it renumbers requests, returns each
   response to its session, and gives each event to the session whose kernel
   owns the thread. Cells are compiled under per-kernel file names
-  (:class:`CellFiles`), so breakpoints of one kernel never stop another's code.
+  (:class:`CellFiles`), and only the greenlets of kernels with a session are
+  traced, so breakpoints of one kernel never stop another's code.
+  A session drives only its kernel's threads.
 * **Thread 1 is the kernel's main shell**, whichever greenlet runs its
   current cell (each request runs in a greenlet of its own). Front ends and
   ipykernel's tests address the main thread as 1 (JupyterLab pauses thread 1
   when nothing is stopped), as under ipykernel, where one thread runs every
   cell. The session swaps the two ids in everything it forwards.
+* **Forks**: a forked child stops debugging without a word on the shared
+  connection (:meth:`DebugServer._in_forked_child`).
 
 debugpy is optional (``pip install gkernel[debugger]``): without it, or without
 monkey-patching, kernel_info says ``debugger: false`` and a debug request gets
@@ -208,12 +214,13 @@ class GreenletTracing:
         self._trace_dispatch = trace_dispatch
         self._tracers = tracers
         self._set_trace = set_trace
-        api = ctypes.pythonapi
-        api.PyThreadState_Get.restype = ctypes.c_void_p
-        self._enter = api.PyThreadState_EnterTracing
-        self._leave = api.PyThreadState_LeaveTracing
-        self._enter.argtypes = self._leave.argtypes = [ctypes.c_void_p]
-        self._tstate = api.PyThreadState_Get()
+        # Prototypes of our own: setting restype/argtypes on ctypes.pythonapi's would change them
+        # for every other user of ctypes in the process.
+        get_tstate = ctypes.PYFUNCTYPE(ctypes.c_void_p)(("PyThreadState_Get", ctypes.pythonapi))
+        tracing = ctypes.PYFUNCTYPE(None, ctypes.c_void_p)
+        self._enter = tracing(("PyThreadState_EnterTracing", ctypes.pythonapi))
+        self._leave = tracing(("PyThreadState_LeaveTracing", ctypes.pythonapi))
+        self._tstate = get_tstate()
         self._count = self._find_count(ctypes)
         self._counts = weakref.WeakKeyDictionary()
         self._hub = gevent.get_hub()
@@ -355,10 +362,6 @@ class DebugServer:
                     "would stop the whole process, the debugger is off")
         return None
 
-    @property
-    def sessions(self):
-        return list(self._sessions)
-
     # -- starting pydevd and the connection ------------------------------------
 
     def _start(self):
@@ -392,7 +395,8 @@ class DebugServer:
         import pydevd_tracing
         from _pydevd_bundle import pydevd_utils
 
-        # pydevd nags about gevent unless in GEVENT_SUPPORT mode, which we avoid on purpose (module docstring).
+        # pydevd nags about gevent unless in GEVENT_SUPPORT mode, which we avoid on purpose (module
+        # docstring); in pydevd_utils this flag is read by that nag only.
         pydevd_utils.SUPPORT_GEVENT = True
         # To trace a new thread, pydevd first attaches to the OS thread of its id through a C helper
         # and a helper thread it waits for. A greenlet's id is no OS thread's, and the wait would
@@ -475,14 +479,15 @@ class DebugServer:
 
     # -- sessions ------------------------------------------------------------------
 
-    def initialize(self, session, request):
+    def initialize(self, request):
         """The first session's initialize goes to pydevd; later ones get its capabilities."""
         self._start()
-        if self._capabilities is None:
-            reply = self.request(request)
-            if reply.get("success"):
-                self._capabilities = reply.get("body", {})
-            return reply
+        with self._starting:  # (two kernels' sessions starting at once: one initialize for pydevd)
+            if self._capabilities is None:
+                reply = self.request(request)
+                if reply.get("success"):
+                    self._capabilities = reply.get("body", {})
+                return reply
         return response(request, body=self._capabilities)
 
     def attach(self, session, request, arguments):
@@ -491,14 +496,15 @@ class DebugServer:
             self._greenlet_tracing.start()
         if session not in self._sessions:
             self._sessions.append(session)
-        if self._attached:
-            return response(request)
-        reply = self.request({**request, "arguments": arguments})
-        self._attached = bool(reply.get("success"))
-        if self._attached:
-            # pydevd needs configurationDone before it stops anywhere; front ends send theirs later.
-            self.request({"type": "request", "command": "configurationDone", "arguments": {}})
-        return reply
+        with self._starting:  # (one attach for pydevd, as for initialize)
+            if self._attached:
+                return response(request)
+            reply = self.request({**request, "arguments": arguments})
+            self._attached = bool(reply.get("success"))
+            if self._attached:
+                # pydevd needs configurationDone before it stops anywhere; front ends send theirs later.
+                self.request({"type": "request", "command": "configurationDone", "arguments": {}})
+            return reply
 
     def detach(self, session):
         """End *session*: its breakpoints are cleared and its stopped threads resumed by the caller."""
@@ -650,10 +656,12 @@ class Debugger:
         self._main_thread = _UNKNOWN
         self._variables = _VariableTable()
         self._removed_transforms = []
+        #: set by close: a request served while the kernel closes must not start a session again
+        self._closed = False
 
     @property
     def available(self):
-        return self.server is not None and self.server.unavailable is None
+        return self.server is not None and self.server.unavailable is None and not self._closed
 
     # -- the debug_request handler -----------------------------------------------
 
@@ -667,7 +675,8 @@ class Debugger:
         if not isinstance(arguments, dict):
             return response(request, False, message=f"{command}: arguments must be an object")
         if not self.available:
-            reason = self.server.unavailable if self.server is not None else "this kernel has no debugger"
+            reason = ("the kernel is closing" if self._closed else
+                      self.server.unavailable if self.server is not None else "this kernel has no debugger")
             return response(request, False, message=f"debugger unavailable: {reason}")
         if not self.started and command not in _BEFORE_START:
             return response(request, False, message=f"{command}: the debugger is not started "
@@ -696,7 +705,7 @@ class Debugger:
     # -- commands the kernel answers itself ------------------------------------------
 
     def _on_initialize(self, request, arguments):
-        reply = self.server.initialize(self, request)
+        reply = self.server.initialize(request)
         if reply.get("success"):
             self.started = True
             self._keep_leading_empty_lines(True)
@@ -756,6 +765,7 @@ class Debugger:
 
     def close(self):
         """The kernel is closing."""
+        self._closed = True
         if self.started:
             self.stop()
         self.cell_files.remove()

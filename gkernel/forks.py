@@ -157,6 +157,8 @@ class ForkRelay:
 
         children = [(pid, started) for pid, (started, owner) in list(self._children.items())
                     if kernel_ids is None or owner in kernel_ids]
+        for pid, _ in children:
+            del self._children[pid]  # ended here, or gone already (their relays may be killed)
         for signum in (signal.SIGTERM, signal.SIGKILL):
             alive = [(pid, started) for pid, started in children if process_matches(pid, started)]
             for pid, _ in alive:

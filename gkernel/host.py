@@ -27,7 +27,7 @@ from traitlets.config import LoggingConfigurable
 
 from .cells import cell_greenlets
 from .kernel import Kernel
-from .transport import Transport, curve_keys
+from .transport import PLAINTEXT_WARNING, Transport, new_curve_keys
 
 __all__ = ["KernelHost", "HostError"]
 
@@ -117,8 +117,7 @@ class KernelHost(LoggingConfigurable):
         transport = self._bind(info)
         if transport.curve is None and info["transport"] == "tcp" and not self._warned_plaintext:
             self._warned_plaintext = True
-            self.log.warning("kernel channels are not encrypted (HMAC-signed only): clients ask for CurveZMQ "
-                             "with KernelManager.transport_encryption='auto' (warned once)")
+            self.log.warning("%s (warned once for this host)", PLAINTEXT_WARNING)
         transport.green()
         session = Session(key=info["key"].encode(), signature_scheme=info["signature_scheme"],
                           username="kernel", parent=self)
@@ -160,11 +159,7 @@ class KernelHost(LoggingConfigurable):
                 raise HostError(f"create: ipc paths must be in the runtime directory, not {ip!r}")
         checked = {"transport": transport, "ip": ip, "key": key, "signature_scheme": scheme, **ports}
         curve = {name: info[name] for name in ("curve_publickey", "curve_secretkey") if name in info}
-        try:
-            curve_keys(curve)
-        except ValueError as exc:
-            raise HostError(f"create: {exc}") from None
-        return {**checked, **curve}
+        return {**checked, **curve}  # (the key pair is checked by the Transport)
 
     def _new_connection_info(self, encrypt=False):
         key = uuid.uuid4().hex
@@ -178,10 +173,10 @@ class KernelHost(LoggingConfigurable):
             ip = os.path.join(runtime, f"gkernel-ipc-{key[:12]}")
         info = {"transport": self.transport, "ip": ip, "key": key, "signature_scheme": "hmac-sha256"}
         if encrypt:
-            if not zmq.has("curve"):
-                raise HostError("create: this host's libzmq has no CurveZMQ (it needs libsodium)")
-            public, secret = zmq.curve_keypair()
-            info.update(curve_publickey=public.decode(), curve_secretkey=secret.decode())
+            try:
+                info.update(new_curve_keys())
+            except ValueError as exc:
+                raise HostError(f"create: {exc}") from None
         return info
 
     def _bind(self, info):
@@ -190,6 +185,8 @@ class KernelHost(LoggingConfigurable):
             try:
                 return Transport(self.context, info, self.heartbeat, iopub_hwm=self.iopub_hwm,
                                  green_context=self._green_context)
+            except ValueError as exc:  # an unusable CurveZMQ key pair
+                raise HostError(f"create: {exc}") from None
             except zmq.ZMQError as exc:
                 # A restart rebinds the ports its predecessor just closed; zmq releases them asynchronously.
                 if exc.errno != zmq.EADDRINUSE or "shell_port" not in info or time.monotonic() > deadline:

@@ -346,20 +346,13 @@ class Kernel(LoggingConfigurable):
     def _parse(self, channel, frames):
         """A Request, or None for a message that cannot be answered (logged)."""
         try:
-            idents, msg_list = self.session.feed_identities(frames)
-        except ValueError:
-            self._drops.warning("%s: dropped a message without the <IDS|MSG> delimiter (%d frames)",
-                             channel, len(frames))
-            return None
-        try:
             # Checks the HMAC signature and rejects replays before parsing anything.
-            msg, unparseable = self.session.deserialize_request(msg_list)
-            msg_type = msg["header"]["msg_type"]
-            if not isinstance(msg_type, str):
-                raise ValueError(f"msg_type is a {type(msg_type).__name__}, not a string")
+            idents, msg, unparseable = self.session.parse_request(frames)
         except Exception as exc:
-            self._drops.warning("%s: dropped an unauthenticated or malformed message: %s", channel, exc)
+            self._drops.warning("%s: dropped an unauthenticated or malformed message (%d frames): %s",
+                                channel, len(frames), exc)
             return None
+        msg_type = msg["header"]["msg_type"]
         return Request(channel, idents, msg,
                        error=InvalidRequest(f"{msg_type}: {unparseable}") if unparseable else None)
 
@@ -701,8 +694,9 @@ class Kernel(LoggingConfigurable):
         return self.debugger.handle(request.msg["content"])
 
     def publish_debug_event(self, event):
-        """Publish a debugger event (a DAP event) on IOPub, for the control request being served."""
-        self.publisher.publish("debug_event", event, parent=self._channel_parents["control"] or self.last_parent)
+        """Publish a debugger event (a DAP event) on IOPub, parented as ipykernel does: to the shell
+        request served last (a breakpoint's "stopped": the cell that hit it, typically)."""
+        self.publisher.publish("debug_event", event, parent=self._channel_parents["shell"])
 
     @handles("interrupt_request")
     def interrupt_request(self, request):

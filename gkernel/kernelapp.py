@@ -124,7 +124,7 @@ class GKernelApp(ShellConfigHelp, Application):
         import zmq
 
         from .heartbeat import Heartbeat
-        from .transport import Transport
+        from .transport import PLAINTEXT_WARNING, Transport
 
         self._info, self._own_file = self._connection_info()
         self._context = zmq.Context()
@@ -138,9 +138,7 @@ class GKernelApp(ShellConfigHelp, Application):
             self.log.critical("%s", exc)
             self.exit(1)
         if self._transport.curve is None and self._info["transport"] == "tcp":
-            self.log.warning("the channels are not encrypted (HMAC-signed only): a client asks for CurveZMQ "
-                             "with KernelManager.transport_encryption='auto'; a kernel writing its own "
-                             "connection file, with --encrypt")
+            self.log.warning("%s; a kernel writing its own connection file, with --encrypt", PLAINTEXT_WARNING)
 
     def start(self):
         from .session import VerifyingSession as Session
@@ -264,13 +262,13 @@ class GKernelApp(ShellConfigHelp, Application):
         info = {"transport": self.transport, "ip": self.ip, "key": str(uuid.uuid4()),
                 "signature_scheme": "hmac-sha256"}
         if self.encrypt:
-            import zmq
+            from .transport import new_curve_keys
 
-            if not zmq.has("curve"):
-                self.log.critical("--encrypt: this libzmq has no CurveZMQ (it needs libsodium)")
+            try:
+                info.update(new_curve_keys())
+            except ValueError as exc:
+                self.log.critical("--encrypt: %s", exc)
                 self.exit(1)
-            public, secret = zmq.curve_keypair()
-            info.update(curve_publickey=public.decode(), curve_secretkey=secret.decode())
         return info, own_file
 
     def _write_connection_file(self, info):

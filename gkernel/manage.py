@@ -63,10 +63,9 @@ class ManagementServer:
         while True:
             frames = self.socket.recv_multipart()
             try:
-                idents, msg_list = self.session.feed_identities(frames)
-                msg, unparseable = self.session.deserialize_request(msg_list)
+                idents, msg, unparseable = self.session.parse_request(frames)
                 msg_type = msg["header"]["msg_type"]
-                if not isinstance(msg_type, str) or not msg_type.endswith("_request"):
+                if not msg_type.endswith("_request"):
                     raise ValueError(f"not a request: {str(msg_type)[:80]!r}")
                 op = msg_type.removesuffix("_request")
             except Exception as exc:
@@ -198,7 +197,9 @@ class HostClient:
         self._socket.connect(f"tcp://{self.info['ip']}:{self.info['port']}")
 
     def close(self):
-        self._socket.close()
+        """Close the socket, once a request under way in another thread is done with it."""
+        with self._lock:
+            self._socket.close()
 
     def gone(self):
         """Whether the host has ended (it removes its host file first) or died (a zombie, a reused pid)."""
@@ -221,6 +222,8 @@ class HostClient:
             return self._request(op, self.timeout if timeout is None else timeout, args)
 
     def _request(self, op, timeout, args):
+        if self._socket.closed:
+            raise HostError(f"the client of {self.host_file} is closed")
         if self.gone():
             raise HostError(f"the host of {self.host_file} has ended")
         msg = self.session.send(self._socket, f"{op}_request", args)

@@ -121,15 +121,18 @@ class ServeApp(ShellConfigHelp, Application):
         secret = uuid.uuid4().hex
         session = Session(key=secret.encode(), username="gkernel-serve", parent=self)
         import zmq.green
+
+        from .transport import curve_keys, new_curve_keys
+
         socket = zmq.green.Context.shadow(context.underlying).socket(zmq.ROUTER)
         socket.linger = 500
         curve = {}
         if zmq.has("curve"):
             # The API is encrypted as the kernels can be: its key pair is in the host file (0600),
             # with the HMAC key, and clients use it as jupyter_client uses a kernel's.
-            public, secret_key = zmq.curve_keypair()
-            socket.curve_publickey, socket.curve_secretkey, socket.curve_server = public, secret_key, True
-            curve = {"curve_publickey": public.decode(), "curve_secretkey": secret_key.decode()}
+            curve = new_curve_keys()
+            socket.curve_publickey, socket.curve_secretkey = curve_keys(curve)
+            socket.curve_server = True
         port = socket.bind_to_random_port("tcp://127.0.0.1")
         server = ManagementServer(host, session, socket, self.log, stop.set)
         server.start()

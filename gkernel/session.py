@@ -39,15 +39,22 @@ class VerifyingSession(Session):
                 raise ValueError("Invalid Signature")
         return super().deserialize(msg_list, content=content, copy=copy)
 
-    def deserialize_request(self, msg_list):
-        """(message, None) for an authentic message, or (message with an empty content, what could
-        not be parsed) when only its header parses: an authentic request deserves an error reply.
+    def parse_request(self, frames):
+        """(routing identities, message, what could not be parsed or None) of a ROUTER socket's *frames*.
 
-        Raises ValueError for what must not be answered: an unauthenticated or replayed message,
-        or one whose header does not parse.
+        An authentic request whose content does not parse comes with an empty
+        content and the reason: it deserves an error reply. Raises ValueError,
+        with the reason, for what must not be answered: no ``<IDS|MSG>``
+        delimiter, an unauthenticated or replayed message, a header that does
+        not parse, a msg_type that is not a string.
         """
         try:
-            return self.deserialize(msg_list), None
+            idents, msg_list = self.feed_identities(frames)
+        except ValueError:
+            raise ValueError("no <IDS|MSG> delimiter") from None
+        unparseable = None
+        try:
+            msg = self.deserialize(msg_list)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             # Authentic (parsing comes after the signature check) but unparseable.
             try:
@@ -57,7 +64,11 @@ class VerifyingSession(Session):
                 raise ValueError(f"a message whose header cannot be parsed: {exc}") from None
             msg = {"header": header, "msg_id": header.get("msg_id"), "msg_type": header["msg_type"],
                    "parent_header": {}, "metadata": {}, "content": {}, "buffers": []}
-            return msg, f"content is not valid JSON: {exc}"
+            unparseable = f"content is not valid JSON: {exc}"
+        msg_type = msg["header"]["msg_type"]
+        if not isinstance(msg_type, str):
+            raise ValueError(f"msg_type is a {type(msg_type).__name__}, not a string")
+        return idents, msg, unparseable
 
 
 class DropLog:

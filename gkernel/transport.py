@@ -68,6 +68,19 @@ def curve_keys(info):
     return tuple(keys)
 
 
+def new_curve_keys():
+    """A new CurveZMQ key pair, as connection info fields; ValueError where libzmq has no CurveZMQ."""
+    if not zmq.has("curve"):
+        raise ValueError("this libzmq has no CurveZMQ (it needs libsodium)")
+    public, secret = zmq.curve_keypair()
+    return {"curve_publickey": public.decode(), "curve_secretkey": secret.decode()}
+
+
+#: what a process warns (once) when it serves TCP channels without CurveZMQ
+PLAINTEXT_WARNING = ("the channels are not encrypted (HMAC-signed only): a client asks for CurveZMQ with "
+                     "KernelManager.transport_encryption='auto'")
+
+
 def _endpoint(transport, ip, port):
     if transport == "tcp":
         return f"tcp://{ip}:{port}"
