@@ -351,10 +351,6 @@ class DebugServer:
             return "the debugger needs Python 3.11+ (PyThreadState_EnterTracing, see GreenletTracing)"
         if importlib.util.find_spec("debugpy") is None:
             return "debugpy is not installed (pip install 'gkernel[debugger]')"
-        version = importlib.metadata.version("debugpy")
-        if tuple(int(part) for part in version.split(".")[:3] if part.isdigit()) < MIN_DEBUGPY:
-            # Older ones cannot report the port of an in-process pydevd listening on port 0.
-            return f"debugpy {version} is too old: pip install 'debugpy>={'.'.join(map(str, MIN_DEBUGPY))}'"
         from gevent import monkey
 
         if not monkey.is_module_patched("threading"):
@@ -385,6 +381,11 @@ class DebugServer:
                 raise DapError(self.unavailable) from None
 
     def _connect(self):
+        # (Checked here, not at every process start: reading a distribution's version takes ms.)
+        version = importlib.metadata.version("debugpy")
+        if tuple(int(part) for part in version.split(".")[:3] if part.isdigit()) < MIN_DEBUGPY:
+            # Older ones cannot report the port of an in-process pydevd listening on port 0.
+            raise DapError(f"debugpy {version} is too old: pip install 'debugpy>={'.'.join(map(str, MIN_DEBUGPY))}'")
         # pydevd warns that frozen stdlib modules may hide breakpoints in them; cells are not frozen.
         os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
         # On 3.12+ pydevd would use sys.monitoring; greenlets need its settrace mode (GreenletTracing).
