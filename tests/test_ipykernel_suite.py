@@ -59,17 +59,18 @@ LEFT_OUT = {
         "message; gkernel serves comm messages in their own lane, beside every subshell (README: comms)",
 }
 
-#: (kernelspec options, ipykernel's test files run against it)
+#: (kernelspec options, ipykernel's test files run against it, in groups that run side by side:
+#: the tests mostly wait for kernels, and the suite has a time budget)
 KERNELS = {
-    "gkernel": ([], ["tests/test_message_spec.py", "tests/test_kernel.py", "tests/test_subshells.py",
-                     "tests/test_debugger.py"]),
-    "gkernel-serve": (["--serve"], ["tests/test_subshells.py", "tests/test_debugger.py"]),
+    "gkernel": ([], [["tests/test_message_spec.py", "tests/test_kernel.py"],
+                     ["tests/test_subshells.py", "tests/test_debugger.py"]]),
+    "gkernel-serve": (["--serve"], [["tests/test_subshells.py"], ["tests/test_debugger.py"]]),
 }
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_ipykernel_wire_tests_pass_against_gkernel(tmp_path, kernel):
-    options, files = KERNELS[kernel]
+    options, groups = KERNELS[kernel]
     source = sdist("ipykernel", ["tests/", "pyproject.toml"])
     prefix = tmp_path / "prefix"
     subprocess.run([GKERNEL, "install", "--prefix", str(prefix), "--name", "python3", *options],
@@ -81,12 +82,17 @@ def test_ipykernel_wire_tests_pass_against_gkernel(tmp_path, kernel):
     command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "timeout", "--timeout", "60",
                "--color=no",
                "-o", "asyncio_default_fixture_loop_scope=function", "-q",
-               *files, *(arg for test in LEFT_OUT for arg in ("--deselect", test))]
+               *(arg for test in LEFT_OUT for arg in ("--deselect", test))]
+    runs = [subprocess.Popen([*command, *files], cwd=source, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for files in groups]
     try:
-        run = subprocess.run(command, cwd=source, env=env, capture_output=True, text=True, timeout=840)
+        outputs = [run.communicate(timeout=840) for run in runs]
     finally:
+        for run in runs:
+            run.kill()
         stop_hosts(env["JUPYTER_RUNTIME_DIR"])
-    summary = run.stdout.strip().splitlines()[-1] if run.stdout.strip() else ""
-    print(run.stdout[-3000:], run.stderr[-2000:])
-    assert run.returncode == 0, f"ipykernel's tests failed against gkernel: {summary}\n{run.stdout[-6000:]}"
-    assert " passed" in summary and "failed" not in summary
+    for files, run, (stdout, stderr) in zip(groups, runs, outputs):
+        summary = stdout.strip().splitlines()[-1] if stdout.strip() else ""
+        print(files, stdout[-3000:], stderr[-2000:])
+        assert run.returncode == 0, f"ipykernel's {files} failed against gkernel: {summary}\n{stdout[-6000:]}"
+        assert " passed" in summary and "failed" not in summary
