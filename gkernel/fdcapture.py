@@ -117,17 +117,23 @@ class WriteSignal:
         if callable(self._previous):
             self._previous(signum, frame)
 
-    def clear(self):
-        """Empty the event queue, so that the next write raises the signal again.
+    def read(self, target=None):
+        """Read every capture: the event queue is the captures' together, so emptying it for one
+        must be reading all (fd 2's output waits in its file, with nothing left to signal it).
 
-        inotify merges an event into an identical one still queued, without a
-        new signal: whoever clears ``unread`` clears the queue right after.
+        The queue is emptied so that the next write raises the signal again
+        (inotify merges an event into an identical one still queued, without a
+        new signal), after ``unread`` is cleared and before the files are read.
         """
+        for capture in self._captures:
+            capture.unread = False
         try:
             while len(os.read(self._fd, 4096)) > 4096 - _INOTIFY_EVENT:
                 pass  # a full read: more may be queued
         except BlockingIOError:
             pass
+        for capture in self._captures:
+            capture.read(target)
 
     def _on_readable(self):
         # Written outside any router write (a background child, code outside cells): read
@@ -137,20 +143,22 @@ class WriteSignal:
 
     def _read_all(self):
         self._readable.start(self._on_readable)
-        for capture in self._captures:
-            capture.poll()
+        self.read()
 
     def forget(self):
-        """In a forked child: read nothing (the queue is shared with the parent, which reads it)."""
+        """In a forked child: never touch the event queue, which is the parent's (once per child)."""
+        if self._fd is None:
+            return
         self._readable.close()
         self._later.close()
+        os.close(self._fd)
+        self._fd = None
+        self._captures = []
 
     def close(self):
-        self.forget()
         fcntl.fcntl(self._fd, fcntl.F_SETFL, fcntl.fcntl(self._fd, fcntl.F_GETFL) & ~os.O_ASYNC)
-        os.close(self._fd)
+        self.forget()
         signal.signal(signal.SIGIO, self._previous if self._previous is not None else signal.SIG_DFL)
-        self._captures = []
 
 
 class FdCapture:
@@ -205,12 +213,18 @@ class FdCapture:
                     closefd=False)
 
     def poll(self, target=None):
-        """Hand everything written so far to the sink (the stream router asks ``unread`` first)."""
+        """Hand everything written so far to the sink: with a write signal, that of every capture
+        (fd 2's output written before a print to fd 1 goes first too). The stream router asks
+        ``unread`` first."""
+        if self._write_signal is not None:
+            self._write_signal.read(target)
+        else:
+            self.read(target)
+
+    def read(self, target=None):
+        """Hand what was written to this capture's file so far to the sink."""
         if self._polling:
             return  # the sink waits for IOPub room and the hub polled meanwhile
-        if self._write_signal is not None:
-            self.unread = False  # before clearing: a write from here on signals again
-            self._write_signal.clear()
         end = os.lseek(self._reader_fd, 0, os.SEEK_END)
         if end == self._offset:
             return
@@ -239,13 +253,14 @@ class FdCapture:
         self._timer.close()
         if self._write_signal is not None:
             self._write_signal.forget()
-        self._polling = True  # poll() becomes a no-op
+            self._write_signal = None
+        self._polling = True  # poll() and read() become no-ops
 
     def close(self):
         """Deliver what is left, then give the fd back its original target (before the write signal's close)."""
         self._timer.close()
         flush_c_stdio()
-        self.poll()
+        self.read()
         os.dup2(self.saved_fd, self.fd)
         for fd in (self._reader_fd, self.file, self.saved_fd):
             os.close(fd)

@@ -51,6 +51,29 @@ def test_mixed_python_and_fd_writes_keep_order(kc):
     assert text_of(msgs, "stderr") == "".join(f"e{i}\n" for i in range(0, 500, 50))
 
 
+def test_fd_output_on_one_stream_goes_before_a_print_on_the_other_and_is_not_held_back(kc):
+    # Both files share one write signal: reading for a print to stdout reads fd 2 as well (it
+    # had nothing left to signal it: found by hand, the stderr line came when the cell ended).
+    msg_id = kc.execute("import os, sys, time\n"
+                        "os.write(2, b'fd err\\n')\n"
+                        "print('python out')\n"
+                        "time.sleep(1.5)\n"
+                        "os.write(1, b'fd out\\n')\n"
+                        "sys.stderr.write('python err\\n')\n")
+    start, arrivals = time.monotonic(), []
+    while True:
+        msg = kc.get_iopub_msg(timeout=10)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "stream":
+            arrivals += [(line, time.monotonic() - start) for line in msg["content"]["text"].splitlines()]
+        if msg.get("content", {}).get("execution_state") == "idle":
+            break
+    assert [line for line, _ in arrivals] == ["fd err", "python out", "fd out", "python err"]
+    assert arrivals[0][1] < 1.0, f"fd 2's line was held back: {arrivals}"
+    get_reply(kc, msg_id)
+
+
 def test_output_of_waited_for_children_and_threads_goes_before_the_next_print(kc):
     # os.system and a native thread's lock block the hub's thread: nothing reads the file
     # meanwhile. What keeps the order is the write signal (gkernel.fdcapture), seen before each write.
