@@ -4,7 +4,7 @@ ipykernel's ``tests/test_message_spec.py``, ``tests/test_kernel.py``,
 ``tests/test_subshells.py`` and ``tests/test_debugger.py`` start their kernels through jupyter_client's
 default kernelspec, ``python3``. This module takes them from the source
 distribution of the ipykernel installed here (:func:`conftest.sdist`) and
-runs them in a pytest subprocess whose ``JUPYTER_PATH`` puts first a
+runs them in pytest subprocesses (side by side) whose ``JUPYTER_PATH`` puts first a
 kernelspec named ``python3`` that starts gkernel (the subshell and debugger
 tests also against one that starts gkernel-serve kernels). Nothing in ipykernel's files
 is changed.
@@ -59,8 +59,8 @@ LEFT_OUT = {
         "message; gkernel serves comm messages in their own lane, beside every subshell (README: comms)",
 }
 
-#: (kernelspec options, ipykernel's test files run against it, in groups that run side by side:
-#: the tests mostly wait for kernels, and the suite has a time budget)
+#: (kernelspec options, groups of ipykernel's test files run against it). Every group of every kernelspec
+#: runs at once, each in a pytest subprocess: the tests mostly wait for kernels, and the suite has a time budget.
 KERNELS = {
     "gkernel": ([], [["tests/test_message_spec.py", "tests/test_kernel.py"],
                      ["tests/test_subshells.py", "tests/test_debugger.py"]]),
@@ -68,31 +68,39 @@ KERNELS = {
 }
 
 
-@pytest.mark.parametrize("kernel", KERNELS)
-def test_ipykernel_wire_tests_pass_against_gkernel(tmp_path, kernel):
-    options, groups = KERNELS[kernel]
+def start_group(directory, options, files):
+    """ipykernel's *files* in a pytest subprocess whose ``python3`` kernelspec starts gkernel with *options*."""
     source = sdist("ipykernel", ["tests/", "pyproject.toml"])
-    prefix = tmp_path / "prefix"
+    prefix = directory / "prefix"
     subprocess.run([GKERNEL, "install", "--prefix", str(prefix), "--name", "python3", *options],
                    check=True, capture_output=True)
     env = dict(os.environ, JUPYTER_PATH=str(prefix / "share" / "jupyter"))
     for var, sub in (("JUPYTER_DATA_DIR", "data"), ("JUPYTER_RUNTIME_DIR", "runtime"),
                      ("JUPYTER_CONFIG_DIR", "config"), ("IPYTHONDIR", "ipython")):
-        env[var] = str(tmp_path / sub)
+        env[var] = str(directory / sub)
     command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "timeout", "--timeout", "60",
-               "--color=no",
-               "-o", "asyncio_default_fixture_loop_scope=function", "-q",
-               *(arg for test in LEFT_OUT for arg in ("--deselect", test))]
-    runs = [subprocess.Popen([*command, *files], cwd=source, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True) for files in groups]
+               "--color=no", "-o", "asyncio_default_fixture_loop_scope=function", "-q",
+               *(arg for test in LEFT_OUT for arg in ("--deselect", test)), *files]
+    return subprocess.Popen(command, cwd=source, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def test_ipykernel_wire_tests_pass_against_gkernel(tmp_path):
+    groups = [(kernel, files, tmp_path / f"{kernel}-{index}")
+              for kernel, (_, file_groups) in KERNELS.items() for index, files in enumerate(file_groups)]
+    runs = []
     try:
+        for kernel, files, directory in groups:
+            directory.mkdir()
+            runs.append(start_group(directory, KERNELS[kernel][0], files))
         outputs = [run.communicate(timeout=840) for run in runs]
     finally:
         for run in runs:
             run.kill()
-        stop_hosts(env["JUPYTER_RUNTIME_DIR"])
-    for files, run, (stdout, stderr) in zip(groups, runs, outputs):
+        for _, _, directory in groups:
+            stop_hosts(str(directory / "runtime"))
+    for (kernel, files, _), run, (stdout, stderr) in zip(groups, runs, outputs):
         summary = stdout.strip().splitlines()[-1] if stdout.strip() else ""
-        print(files, stdout[-3000:], stderr[-2000:])
-        assert run.returncode == 0, f"ipykernel's {files} failed against gkernel: {summary}\n{stdout[-6000:]}"
+        print(kernel, files, stdout[-3000:], stderr[-2000:])
+        assert run.returncode == 0, f"ipykernel's {files} failed against {kernel}: {summary}\n{stdout[-6000:]}"
         assert " passed" in summary and "failed" not in summary
