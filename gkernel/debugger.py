@@ -288,22 +288,27 @@ class GreenletTracing:
                     if previous is not None:
                         previous(event, args)
                     return
-            elif not _debugged(target):
-                self._set_trace(None)
+            elif (cell := _cell_of(target)) is not None and not cell.kernel.debugger.started:
+                self._set_trace(None)  # see _cell_of
             else:
                 tracer = getattr(self._tracers, "tracing_func", None)
                 if tracer is None:
                     # pydevd traces only threads in threading's registry; current_thread() puts
-                    # the greenlet there (as a gevent dummy thread).
-                    threading.current_thread()
+                    # the greenlet there (as a gevent dummy thread). Named after its kernel, as
+                    # request greenlets are (Debugger.enter_request): its events and its entry in
+                    # "threads" go to that kernel's session without asking pydevd for its stack.
+                    thread = threading.current_thread()
+                    if cell is not None and not thread.name.startswith("gkernel "):
+                        thread.name = f"gkernel {cell.kernel.id} {thread.name}"
                     tracer = self._trace_dispatch
                 self._set_trace(tracer)
         if self._previous is not None:
             self._previous(event, args)
 
 
-def _debugged(glet):
-    """Whether *glet* runs under pydevd: its cell's kernel has a session, or it belongs to no cell.
+def _cell_of(glet):
+    """The cell *glet* works for, or None. It runs under pydevd if its cell's kernel has a session,
+    or if it belongs to no cell.
 
     In a host, a kernel's session must neither slow down (trace) nor stop
     another kernel's code, even at a breakpoint in a module both use.
@@ -311,8 +316,7 @@ def _debugged(glet):
     traced while any session is on: that is where gevent code is debugged.
     """
     tree = getattr(glet, "spawn_tree_locals", None)
-    cell = tree.get(CELL_KEY) if tree is not None else None
-    return cell is None or cell.kernel.debugger.started
+    return tree.get(CELL_KEY) if tree is not None else None
 
 
 class DapError(Exception):

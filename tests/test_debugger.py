@@ -178,6 +178,31 @@ def test_a_breakpoint_in_a_spawned_greenlet_stops_that_greenlet_only(kc):
     assert "result 42 beats True" in stdout_of(rest_of_cell(kc, cell_id, before))
 
 
+def test_a_running_greenlet_a_cell_spawned_is_listed_and_can_be_paused(kc):
+    start_debugging(kc)
+    execute(kc, "import gevent\nticks = 0\n"
+                "def tick():\n    global ticks\n    while True:\n        ticks += 1\n        gevent.sleep(0.01)\n"
+                "ticker = gevent.spawn(tick)")
+    time.sleep(0.3)
+    listed = [t for t in debug(kc, "threads")["body"]["threads"] if t["id"] != 1]
+    assert listed and all(not t["name"].startswith("gkernel") for t in listed), listed
+    found = None
+    for thread in listed:  # the ticker is one of them: pause each, look at where it stopped
+        if not debug(kc, "pause", threadId=thread["id"])["success"]:
+            continue
+        stopped, _ = debug_events(kc, "stopped", timeout=5)
+        frames = debug(kc, "stackTrace", threadId=stopped["body"]["threadId"])["body"]["stackFrames"]
+        if frames and frames[0]["name"] == "tick":
+            found = stopped["body"]["threadId"]
+        assert debug(kc, "continue", threadId=stopped["body"]["threadId"], singleThread=True)["success"]
+        if found:
+            break
+    assert found is not None, f"no listed thread was the ticker: {listed}"
+    before = int(result_of(kc, "ticks"))
+    time.sleep(0.3)
+    assert int(result_of(kc, "ticks")) > before  # resumed
+
+
 def test_pause_stops_a_spinning_cell_and_inspect_variables_lists_the_namespace(kc):
     start_debugging(kc)
     reply = debug(kc, "pause", threadId=1)  # no cell ran since the session began
