@@ -21,7 +21,8 @@ and has it read first: ``print(1); os.write(1, b"2"); print(3)`` shows 1, 2,
 (an ``lseek`` per write was 40% of a print's cost). :class:`WriteSignal`
 answers it from memory: an inotify watch on the captured files, set to raise
 ``SIGIO`` in the main thread at each write (``O_ASYNC``), whose handler sets
-``unread``. The order argument: a write that *happened before* the router's
+``unread``; reading then reads both files (their events share one queue,
+see :meth:`WriteSignal.read`). The order argument: a write that *happened before* the router's
 write -- by this thread, or by a child or thread the cell then waited for --
 made the signal pending on the main thread before the wait returned, the
 kernel delivers it on that return, and Python runs the handler before the
