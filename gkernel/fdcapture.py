@@ -40,7 +40,8 @@ then asks the file (one ``lseek``).
 The hub reads too, for output written outside cells or by background
 children: when the inotify descriptor becomes readable, at most every
 ``poll_interval`` seconds (without inotify, a timer every ``poll_interval``);
-an idle kernel does not wake up. So does the kernel at the end of each request.
+an idle kernel does not wake up. The kernel asks ``unread`` at the end of each
+request too (:meth:`FdCapture.poll_if_written`): nothing to read, no system call.
 
 Thread affinity: hub thread only (the main thread). Process-wide: a process
 has one fd 1, so its host owns the captures and their signal; :meth:`close`
@@ -221,6 +222,12 @@ class FdCapture:
             self._write_signal.read(target)
         else:
             self.read(target)
+
+    def poll_if_written(self, target=None):
+        """:meth:`poll`, if ``unread`` says something may be waiting. (A function, so that a
+        signal raised by a write just before the call has run its handler when this asks.)"""
+        if self.unread:
+            self.poll(target)
 
     def read(self, target=None):
         """Hand what was written to this capture's file so far to the sink."""

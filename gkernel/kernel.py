@@ -240,8 +240,8 @@ class Kernel(LoggingConfigurable):
         if self.captures:
             from .fdcapture import flush_c_stdio
             flush_c_stdio()
-            for capture in self.captures:
-                capture.poll((self, self.last_parent))
+            for capture in self.captures:  # (with a write signal the first poll reads both files)
+                capture.poll_if_written((self, self.last_parent))
         self.output.flush()
 
     def publish_output_now(self):

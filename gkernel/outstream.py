@@ -222,7 +222,8 @@ class StreamRouter(io.TextIOBase):
             if kernel is None:
                 return self.original.write(text)
         capture = self.capture
-        if capture is not None and capture.unread:  # fd-level output written before this text goes first
+        # capture.poll_if_written(), inlined: fd-level output written before this text goes first.
+        if capture is not None and capture.unread:
             capture.poll((kernel, parent))
         kernel.output.write(self.name, text, parent)
         return len(text)
