@@ -59,13 +59,21 @@ LEFT_OUT = {
         "message; gkernel serves comm messages in their own lane, beside every subshell (README: comms)",
 }
 
-#: (kernelspec options, groups of ipykernel's test files run against it). Every group of every kernelspec
-#: runs at once, each in a pytest subprocess: the tests mostly wait for kernels, and the suite has a time budget.
-KERNELS = {
-    "gkernel": ([], [["tests/test_message_spec.py", "tests/test_kernel.py"],
-                     ["tests/test_subshells.py", "tests/test_debugger.py"]]),
-    "gkernel-serve": (["--serve"], [["tests/test_subshells.py"], ["tests/test_debugger.py"]]),
-}
+#: kernelspec name: its ``gkernel install`` options.
+KERNELSPECS = {"gkernel": [], "gkernel-serve": ["--serve"]}
+
+#: Phases of (kernelspec, ipykernel's test files) groups: the groups of a phase run at once, each in a pytest
+#: subprocess (the tests mostly wait for kernels, and the suite has a time budget). test_message_spec.py runs
+#: alone: ``wait_for_ready`` sends another ``kernel_info_request`` each second the kernel has not answered, and
+#: the module's first test validates every reply still queued against IPython's version numbering, so its kernel
+#: must start without three other pytest runs competing for two cores (the CI failed once when it did not).
+PHASES = [
+    [("gkernel", ["tests/test_message_spec.py"])],
+    [("gkernel", ["tests/test_kernel.py"]),
+     ("gkernel", ["tests/test_subshells.py", "tests/test_debugger.py"]),
+     ("gkernel-serve", ["tests/test_subshells.py"]),
+     ("gkernel-serve", ["tests/test_debugger.py"])],
+]
 
 
 def start_group(directory, options, files):
@@ -85,21 +93,25 @@ def start_group(directory, options, files):
                             text=True)
 
 
-def test_ipykernel_wire_tests_pass_against_gkernel(tmp_path):
-    groups = [(kernel, files, tmp_path / f"{kernel}-{index}")
-              for kernel, (_, file_groups) in KERNELS.items() for index, files in enumerate(file_groups)]
+def run_phase(phase, tmp_path):
+    """Run the groups of *phase* at once; each group's (kernelspec, files, Popen, (stdout, stderr))."""
     runs = []
     try:
-        for kernel, files, directory in groups:
+        for kernel, files in phase:
+            directory = tmp_path / f"{kernel}-{files[0].rsplit('/', 1)[-1][:-3]}"
             directory.mkdir()
-            runs.append(start_group(directory, KERNELS[kernel][0], files))
-        outputs = [run.communicate(timeout=840) for run in runs]
+            runs.append((kernel, files, directory, start_group(directory, KERNELSPECS[kernel], files)))
+        outputs = [run.communicate(timeout=840) for *_, run in runs]
     finally:
-        for run in runs:
+        for *_, directory, run in runs:
             run.kill()
-        for _, _, directory in groups:
             stop_hosts(str(directory / "runtime"))
-    for (kernel, files, _), run, (stdout, stderr) in zip(groups, runs, outputs):
+    return [(kernel, files, run, output) for (kernel, files, _, run), output in zip(runs, outputs)]
+
+
+def test_ipykernel_wire_tests_pass_against_gkernel(tmp_path):
+    results = [result for phase in PHASES for result in run_phase(phase, tmp_path)]
+    for kernel, files, run, (stdout, stderr) in results:
         summary = stdout.strip().splitlines()[-1] if stdout.strip() else ""
         print(kernel, files, stdout[-3000:], stderr[-2000:])
         assert run.returncode == 0, f"ipykernel's {files} failed against {kernel}: {summary}\n{stdout[-6000:]}"
