@@ -24,6 +24,7 @@ from traitlets.config import Application
 
 from . import __version__
 from .kernel import Kernel
+from .patching import patch_all_once
 from .process import ProcessRuntime, serve_until
 
 __all__ = ["GKernelApp", "launch"]
@@ -311,33 +312,6 @@ def ipython_profile_dir(config):
         return os.path.expanduser(str(options["profile_location"]))
     ipython_dir = os.environ.get("IPYTHONDIR") or os.path.join(os.path.expanduser("~"), ".ipython")
     return os.path.join(ipython_dir, f"profile_{options.get('profile_name', 'default')}")
-
-
-def patch_all_once():
-    """``gevent.monkey.patch_all()``, with one scan of installed entry points instead of 25.
-
-    gevent asks ``importlib.metadata.entry_points`` for its plugins before
-    patching each module; every call re-reads the metadata of every installed
-    distribution, which made patching the largest part of kernel start-up
-    (about 110 ms of 180 in the test environment). Nothing is installed while
-    patch_all runs, so one scan answers every call: plugins are honoured as
-    before. The original function is restored afterwards.
-    """
-    from importlib import metadata
-
-    from gevent import monkey
-
-    original = metadata.entry_points
-    scanned = original()
-
-    def entry_points(**params):
-        return scanned.select(**params) if params else scanned
-
-    metadata.entry_points = entry_points
-    try:
-        monkey.patch_all()
-    finally:
-        metadata.entry_points = original
 
 
 def launch(argv=None):

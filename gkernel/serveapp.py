@@ -20,7 +20,8 @@ from . import __version__
 from ._limits import raise_limits
 from .host import KernelHost
 from .kernel import Kernel
-from .kernelapp import ShellConfigHelp, load_jupyter_config, patch_all_once
+from .kernelapp import ShellConfigHelp, load_jupyter_config
+from .patching import patch_all_once
 
 __all__ = ["ServeApp", "StopApp"]
 

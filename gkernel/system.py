@@ -11,6 +11,9 @@ command runs under ``gevent.subprocess`` and its output is read by the hub:
   as it arrives. Its stdin is ``/dev/null``: nobody could type into it, and a
   command that asks for input gets end-of-file instead of hanging the cell.
 * :func:`run_capture` collects stdout and stderr through a pipe.
+* :func:`run_inherited` is ``os.system`` in a monkey-patched kernel
+  (:mod:`gkernel.patching`): the command keeps the kernel's descriptors, so
+  its output goes through fd capture and streams while it runs.
 
 An exception in the waiting greenlet (an interrupt) sends SIGINT to the
 command's process group, then SIGKILL if it does not end within a second, and
@@ -28,7 +31,7 @@ import gevent
 from gevent import subprocess as green_subprocess
 from gevent.os import make_nonblocking, nb_read
 
-__all__ = ["run_streaming", "run_capture"]
+__all__ = ["run_streaming", "run_capture", "run_inherited"]
 
 _SHELL = "/bin/sh"
 
@@ -64,6 +67,20 @@ def run_capture(cmd):
     with _ended_on_error(proc):
         out, err = proc.communicate()
     return out.decode("utf-8", "replace"), err.decode("utf-8", "replace"), proc.returncode
+
+
+def run_inherited(cmd):
+    """Run shell command *cmd* as C's ``system()`` does; return its wait status, as ``os.system`` does.
+
+    The command inherits stdin, stdout, stderr and every inheritable
+    descriptor, like ``system()``'s. Unlike it, the command gets a session of
+    its own: an interrupt reaches it through the waiting greenlet, as for
+    ``!cmd``, whether it came as a signal or as an ``interrupt_request``.
+    """
+    proc = green_subprocess.Popen(cmd, shell=True, executable=_SHELL, close_fds=False, start_new_session=True)
+    with _ended_on_error(proc):
+        code = proc.wait()
+    return code << 8 if code >= 0 else -code
 
 
 def _pump(fd, write):

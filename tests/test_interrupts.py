@@ -17,6 +17,7 @@ BLOCKING_KINDS = {
     "queue get": "import gevent.queue\ngevent.queue.Queue().get()",
     "input()": "input('never answered: ')",
     "CPU loop": "while True:\n    pass",
+    "os.system": "import os\nos.system('sleep 30')",
 }
 
 

@@ -7,6 +7,7 @@ gkernel adds for gevent users (cooperative ``!cmd`` and ``await``, ``%greenlets`
 tracebacks without the hub's frames).
 """
 
+import os
 import re
 import time
 
@@ -24,7 +25,9 @@ KERNELS = [KERNEL_NAME, SERVE_KERNEL_NAME, "python3"]  # gkernel, in a serve hos
 def both(request, tmp_path_factory):
     """A kernel of each kind, working in a directory of its own."""
     cwd = tmp_path_factory.mktemp(request.param)
-    km, kc = start_new_kernel(kernel_name=request.param, startup_timeout=30, cwd=str(cwd))
+    # ipykernel stops capturing fds 1 and 2 when it sees pytest's variable: the kernels get a user's environment.
+    env = {name: value for name, value in os.environ.items() if name != "PYTEST_CURRENT_TEST"}
+    km, kc = start_new_kernel(kernel_name=request.param, startup_timeout=30, cwd=str(cwd), env=env)
     if request.param == SERVE_KERNEL_NAME:
         # A hosted kernel shares its host's working directory: move the host (this module's files go there).
         execute(kc, f"import os; os.chdir({str(cwd)!r})")
@@ -276,24 +279,51 @@ def gk(kernel):
 TICKER = "import gevent\nticks = []\nticker = gevent.spawn(lambda: [ticks.append(gevent.sleep(0.05)) for _ in range(200)])"
 
 
-def test_await_and_shell_commands_let_greenlets_run(gk):
-    ok(gk, TICKER)
-    ok(gk, "import asyncio\nbefore = len(ticks)\nawait asyncio.sleep(0.5)\nduring_await = len(ticks) - before")
-    assert int(result_of(gk, "during_await")) >= 5
-    msg_id = gk.execute("before = len(ticks)\n!echo first; sleep 0.6; echo second\nduring_cmd = len(ticks) - before")
+def stream_arrivals(kc, msg_id):
+    """(monotonic time, text) of each stream message of request *msg_id*, until it is idle; asserts it ran."""
     arrivals = []
     while True:
-        msg = gk.get_iopub_msg(timeout=10)
+        msg = kc.get_iopub_msg(timeout=10)
         if msg["parent_header"].get("msg_id") != msg_id:
             continue
         if msg["msg_type"] == "stream":
             arrivals.append((time.monotonic(), msg["content"]["text"]))
         if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
             break
-    assert get_reply(gk, msg_id)["content"]["status"] == "ok"
-    assert "".join(text for _, text in arrivals) == "first\nsecond\n"
-    assert len(arrivals) >= 2 and arrivals[-1][0] - arrivals[0][0] > 0.4  # streamed as it came
-    assert int(result_of(gk, "during_cmd")) >= 5
+    reply = get_reply(kc, msg_id)
+    assert reply["content"]["status"] == "ok", plain("".join(reply["content"].get("traceback", [])))
+    return arrivals
+
+
+def test_os_system_streams_its_output_and_returns_the_wait_status(both, request):
+    kc = both
+    arrivals = stream_arrivals(kc, kc.execute("import os\n"
+                                              "status = os.system('echo first; sleep 0.6; echo second >&2')\n"
+                                              "print(status, os.system('exit 3'), os.system('kill -TERM $$'))"))
+    texts = [text for _, text in arrivals]
+    kernel_name = request.node.callspec.params["both"]
+    if kernel_name == SERVE_KERNEL_NAME:
+        # A host leaves fds 1 and 2 alone unless started with --capture-fd (README: one per process).
+        assert texts == ["0 768 15\n"]
+        return
+    if kernel_name == KERNEL_NAME:
+        assert texts == ["first\n", "second\n", "0 768 15\n"]
+    else:  # ipykernel's reader thread may hand fd 2's line over after the print
+        assert sorted(texts) == ["0 768 15\n", "first\n", "second\n"]
+    arrived = {text: when for when, text in arrivals}
+    assert arrived["second\n"] - arrived["first\n"] > 0.4  # streamed as it came, not when the command ended
+
+
+def test_await_and_shell_commands_let_greenlets_run(gk):
+    ok(gk, TICKER)
+    ok(gk, "import asyncio\nbefore = len(ticks)\nawait asyncio.sleep(0.5)\nduring_await = len(ticks) - before")
+    assert int(result_of(gk, "during_await")) >= 5
+    for command in ("!echo first; sleep 0.6; echo second", "os.system('echo first; sleep 0.6; echo second')"):
+        arrivals = stream_arrivals(gk, gk.execute(f"import os\nbefore = len(ticks)\n{command}\n"
+                                                  "during_cmd = len(ticks) - before"))
+        assert "".join(text for _, text in arrivals) == "first\nsecond\n"
+        assert len(arrivals) >= 2 and arrivals[-1][0] - arrivals[0][0] > 0.4  # streamed as it came
+        assert int(result_of(gk, "during_cmd")) >= 5, command
     _, msgs = ok(gk, "%time gevent.sleep(0.3)")
     wall = re.search(r"Wall time: ([\d.]+) (ms|s)", stdout_of(msgs))
     assert wall and 250 <= float(wall.group(1)) * (1000 if wall.group(2) == "s" else 1) < 1000
