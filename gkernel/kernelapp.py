@@ -139,7 +139,7 @@ class GKernelApp(ShellConfigHelp, Application):
             self.log.critical("%s", exc)
             self.exit(1)
         if self._transport.curve is None and self._info["transport"] == "tcp":
-            self.log.warning("%s; a kernel writing its own connection file, with --encrypt", PLAINTEXT_WARNING)
+            self.log.warning("%s, or give --encrypt to a kernel that writes its own connection file", PLAINTEXT_WARNING)
 
     def start(self):
         from .session import VerifyingSession as Session
