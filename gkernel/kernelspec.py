@@ -1,8 +1,10 @@
 """``gkernel install`` / ``gkernel uninstall``: the gkernel kernelspec.
 
-The spec is written into a temporary directory and installed by
-jupyter_client's KernelSpecManager, so it lands exactly where
-``jupyter kernelspec list`` and every Jupyter client look for it.
+The spec is written into a temporary directory, beside the logos front ends
+show in their launchers (``gkernel/resources``: the SVG, and PNGs Chromium
+rendered from it), and installed by jupyter_client's KernelSpecManager, so it
+lands exactly where ``jupyter kernelspec list`` and every Jupyter client look
+for it.
 """
 
 import importlib.util
@@ -10,6 +12,7 @@ import json
 import os
 import sys
 import tempfile
+from importlib.resources import files
 
 import zmq
 from traitlets import Bool, Unicode
@@ -21,6 +24,7 @@ from .messages import PROTOCOL_VERSION
 __all__ = ["kernel_spec", "install", "InstallApp", "UninstallApp"]
 
 DEFAULT_NAME = "gkernel"
+LOGOS = ("logo-svg.svg", "logo-32x32.png", "logo-64x64.png")
 
 
 def kernel_spec(display_name="Python 3 (gkernel)", python=None, serve=False):
@@ -60,13 +64,16 @@ def install(name=DEFAULT_NAME, display_name=None, user=False, prefix=None, serve
     default_display = "Python 3 (gkernel serve)" if serve else "Python 3 (gkernel)"
     spec = kernel_spec(display_name or default_display, serve=serve)
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "kernel.json")
-        with open(path, "w") as f:
+        with open(os.path.join(tmp, "kernel.json"), "w") as f:
             json.dump(spec, f, indent=1)
+        for logo in LOGOS:
+            with open(os.path.join(tmp, logo), "wb") as f:
+                f.write((files(__package__) / "resources" / logo).read_bytes())
         # The spec is copied with its modes: a temporary directory's 0700 would hide it from the
         # other users of a --sys-prefix or --prefix install. A spec holds no secret.
         os.chmod(tmp, 0o755)
-        os.chmod(path, 0o644)
+        for entry in os.listdir(tmp):
+            os.chmod(os.path.join(tmp, entry), 0o644)
         return KernelSpecManager().install_kernel_spec(tmp, name, user=user, prefix=prefix)
 
 

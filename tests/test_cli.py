@@ -4,6 +4,7 @@ import json
 import os
 import signal
 import stat
+import struct
 import subprocess
 import sys
 
@@ -32,7 +33,13 @@ def test_install_and_uninstall_with_prefix(tmp_path):
     assert spec["metadata"]["gkernel"]["version"]
     # Readable by the other users of the prefix, whatever the umask of whoever installed it.
     assert stat.S_IMODE(spec_dir.stat().st_mode) == 0o755
-    assert stat.S_IMODE((spec_dir / "kernel.json").stat().st_mode) == 0o644
+    for name in ("kernel.json", "logo-svg.svg", "logo-32x32.png", "logo-64x64.png"):
+        assert stat.S_IMODE((spec_dir / name).stat().st_mode) == 0o644, name
+    # The logos front ends show in their launchers: PNGs of the size their names say, and the SVG.
+    for size in (32, 64):
+        png = (spec_dir / f"logo-{size}x{size}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (size, size)
+    assert (spec_dir / "logo-svg.svg").read_text().startswith("<svg ")
     env = {**os.environ, "JUPYTER_PATH": str(tmp_path / "share" / "jupyter")}
     listed = subprocess.run([os.path.join(os.path.dirname(sys.executable), "jupyter"), "kernelspec", "list", "--json"],
                             capture_output=True, text=True, env=env, check=True)
