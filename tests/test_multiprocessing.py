@@ -1,0 +1,138 @@
+"""multiprocessing in a monkey-patched kernel (gkernel.patching), on the wire.
+
+gevent documents that ``multiprocessing.Pool`` and ``Queue`` hang once
+``threading`` is patched; in gkernel they work with each start method, the
+kernel's greenlets run while they wait, an interrupt ends a pool's map, and a
+``multiprocessing.Lock`` that a greenlet holds no longer stops the process of
+the greenlet that waits for it.
+"""
+
+import time
+
+import pytest
+from jupyter_client.manager import start_new_kernel
+
+from conftest import KERNEL_NAME, SERVE_KERNEL_NAME, execute, get_reply, outputs, plain, stdout_of, stop_kernel
+
+pytestmark = pytest.mark.timeout(120)
+
+#: Work for spawned and forkserver children, which import what they run (a cell's functions are not importable).
+WORK = '''
+import os
+
+
+def square(x):
+    return x * x
+
+
+def shout(x):
+    print("worker", x, flush=True)
+    return os.getpid()
+'''
+
+#: The cell's greenlet: it must keep ticking (every 50 ms) while the cell waits for the pool.
+TICKER = "import gevent\nticks = []\nticker = gevent.spawn(lambda: [ticks.append(gevent.sleep(0.05)) for _ in range(10**6)])"
+
+
+@pytest.fixture(scope="module", params=[KERNEL_NAME, SERVE_KERNEL_NAME])
+def mp_kernel(request, tmp_path_factory):
+    """A kernel (one of its own, and one in a serve host) that imports ``mpwork`` from a directory of the test's."""
+    directory = tmp_path_factory.mktemp("mp")
+    (directory / "mpwork.py").write_text(WORK)
+    km, kc = start_new_kernel(kernel_name=request.param, startup_timeout=30)
+    ok(kc, f"import sys\nsys.path.insert(0, {str(directory)!r})\nimport multiprocessing as mp, os, time, mpwork\n"
+           f"{TICKER}")
+    yield km, kc
+    ok(kc, "ticker.kill()")
+    stop_kernel(km, kc)
+
+
+def ok(kc, code):
+    reply, msgs = execute(kc, code)
+    assert reply["content"]["status"] == "ok", plain("".join(reply["content"].get("traceback", [])))
+    return msgs
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_pool_maps_while_the_hub_runs(mp_kernel, method):
+    km, kc = mp_kernel
+    started = time.monotonic()
+    text = stdout_of(ok(kc, f"with mp.get_context({method!r}).Pool(2) as pool:\n"
+                            "    print('sum', sum(pool.map(mpwork.square, range(1000))))\n"
+                            "    print('pids', len(set(pool.map(mpwork.shout, range(4)))) in (1, 2))\n"
+                            "    before = len(ticks)\n"
+                            "    pool.apply_async(time.sleep, (1,)).get(timeout=10)\n"
+                            "    print('ticks while waiting', len(ticks) - before >= 15)\n"
+                            "    print('unordered', sorted(pool.imap_unordered(abs, range(-5, 0))))\n"))
+    lines = text.splitlines()
+    assert [line for line in lines if "worker" not in line] == [
+        "sum 332833500", "pids True", "ticks while waiting True", "unordered [1, 2, 3, 4, 5]"]
+    if km.kernel_name == SERVE_KERNEL_NAME and method != "fork":
+        # A new interpreter writes to fd 1, which a host leaves alone (README: one per process).
+        assert "worker" not in text
+    else:
+        # The workers' own prints reach the cell before the map returns (spawned ones may interleave them).
+        assert text.count("worker") == 4 and lines.index("pids True") > max(
+            index for index, line in enumerate(lines) if "worker" in line)
+    assert time.monotonic() - started < 30
+    # close() and join() instead of the context manager's terminate()
+    assert stdout_of(ok(kc, f"pool = mp.get_context({method!r}).Pool(2)\nprint(pool.map(abs, [-1, -2]))\n"
+                            "pool.close()\npool.join()\nprint(mp.active_children())")) == "[1, 2]\n[]\n"
+
+
+def test_a_cells_own_function_in_a_forked_pool(mp_kernel):
+    _, kc = mp_kernel
+    assert stdout_of(ok(kc, "def negate(x):\n    return -x\n"
+                            "with mp.get_context('fork').Pool(2) as pool:\n    print(pool.map(negate, range(4)))")) \
+        == "[0, -1, -2, -3]\n"
+
+
+def test_queue_manager_and_process_pool_executor(mp_kernel):
+    _, kc = mp_kernel
+    text = stdout_of(ok(kc, "import queue\n"
+                            "q = mp.Queue()\n"
+                            "child = mp.Process(target=q.put, args=(b'y' * 1_000_000,))\n"
+                            "child.start()\n"
+                            "print(len(q.get(timeout=10)))\n"
+                            "child.join()\n"
+                            "print('exit code', child.exitcode)\n"
+                            "started = time.monotonic()\n"
+                            "try:\n    q.get(timeout=0.3)\nexcept queue.Empty:\n"
+                            "    print('empty after', round(time.monotonic() - started, 1))\n"
+                            "with mp.Manager() as manager:\n"
+                            "    shared = manager.dict()\n"
+                            "    shared['a'] = 1\n"
+                            "    print(dict(shared))\n"
+                            "from concurrent.futures import ProcessPoolExecutor\n"
+                            "with ProcessPoolExecutor(2) as executor:\n"
+                            "    print(list(executor.map(mpwork.square, range(5))))"))
+    assert text == "1000000\nexit code 0\nempty after 0.3\n{'a': 1}\n[0, 1, 4, 9, 16]\n"
+
+
+def test_a_lock_held_by_a_greenlet_is_waited_for_cooperatively(mp_kernel):
+    # Stock: the waiting greenlet blocks the process in sem_wait, the holder never runs again: a hang.
+    _, kc = mp_kernel
+    text = stdout_of(ok(kc, "lock = mp.Lock()\n"
+                            "def hold():\n    with lock:\n        gevent.sleep(0.3)\n"
+                            "holder = gevent.spawn(hold)\n"
+                            "gevent.sleep(0.05)\n"
+                            "started = time.monotonic()\n"
+                            "print(lock.acquire(timeout=0.1), round(time.monotonic() - started, 1))\n"
+                            "with lock:\n    print('taken after', round(time.monotonic() - started, 1))"))
+    assert text == "False 0.1\ntaken after 0.2\n" or text == "False 0.1\ntaken after 0.3\n", text
+
+
+def test_an_interrupt_ends_a_pools_map(mp_kernel):
+    km, kc = mp_kernel
+    msg_id = kc.execute("with mp.get_context('fork').Pool(2) as pool:\n    pool.map(time.sleep, [30, 30])")
+    time.sleep(2)
+    started = time.monotonic()
+    if km.kernel_spec.interrupt_mode == "signal":
+        km.interrupt_kernel()
+    else:
+        kc.control_channel.send(kc.session.msg("interrupt_request", {}))
+    reply = get_reply(kc, msg_id, timeout=10)
+    assert reply["content"]["ename"] == "KeyboardInterrupt"
+    assert time.monotonic() - started < 3
+    assert stdout_of(ok(kc, "print(mp.active_children())")) == "[]\n"
+    assert outputs(ok(kc, "len(ticks) > 0"), "execute_result")[0]["data"]["text/plain"] == "True"
