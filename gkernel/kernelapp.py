@@ -24,7 +24,7 @@ from traitlets.config import Application
 
 from . import __version__
 from .kernel import Kernel
-from .patching import patch_all_once
+from .patching import patch_process
 from .process import ProcessRuntime, serve_until
 
 __all__ = ["GKernelApp", "launch"]
@@ -119,7 +119,7 @@ class GKernelApp(ShellConfigHelp, Application):
         load_jupyter_config(self)
         self._bind()
         if self.monkey_patch:
-            patch_all_once()
+            patch_process()
 
     def _bind(self):
         import zmq

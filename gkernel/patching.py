@@ -8,35 +8,46 @@ output.
 
 * ``os.system``: C's ``system()`` blocks until the command ends, so its output
   reached the cell all at once at the end (ipykernel streams it from a reader
-  thread). :func:`patch_all_once` replaces it with
-  :func:`gkernel.system.run_inherited`, which keeps ``system()``'s contract.
+  thread). :func:`patch_process` replaces it with
+  :func:`gkernel.system.run_inherited`, which keeps ``system()``'s contract,
+  wherever the main thread's hub can wait (elsewhere: the blocking original).
 * ``multiprocessing``'s pipes and semaphores. gevent documents that
   ``multiprocessing.Pool`` and ``Queue`` hang once ``threading`` is patched:
   their helper threads become greenlets, and a greenlet that blocks the
   process in a pipe read (``Pool``'s result handler, waiting for the next
   result) or in a semaphore some other greenlet holds (``Pool.terminate``,
   ``Queue.get``) never lets the others run. Here a connection waits for its
-  descriptor through the hub when it is not ready, and a semaphore that is
-  taken is polled between naps of the hub instead of waited for in
-  ``sem_wait`` (a POSIX semaphore has no descriptor to wait on). Connections
-  wait through the hub in forked children too (a ``Manager``'s server serves
-  each client in a greenlet there); semaphores block there as before, so one
-  handed between a ``Pool``'s workers is seen at once.
+  descriptor through the hub when it is not ready, in every process (a
+  ``Manager``'s server serves each client in a greenlet). A semaphore that is
+  taken is polled between naps of the hub in the kernel process (a POSIX
+  semaphore has no descriptor to wait on; the price: a waiter there sees a
+  release up to 10 ms late, and loses races against waiters of other
+  processes, which sleep in ``sem_wait``), and waited for in ``sem_wait`` in
+  slices of 2 ms in a forked child, so that one handed between a ``Pool``'s
+  workers is taken at once and a pool used inside a child works too. An
+  ``RLock`` belongs to an OS thread, not to a greenlet: two greenlets of one
+  thread may both hold it, as before.
 """
 
 import io
 import os
 import select
+import stat
 import time
 
-__all__ = ["patch_all_once"]
+__all__ = ["patch_process"]
 
-#: Longest nap between two tries of a taken semaphore (seconds): the most a release waits to be seen.
+#: Longest nap between two tries of a taken semaphore in a kernel process (seconds): the most a
+#: release waits to be seen.
 SEMAPHORE_POLL_MAX = 0.01
+#: Longest wait in ``sem_wait`` in a forked child before its other greenlets get a turn (seconds).
+FORKED_SLICE = 0.002
 
 
-def patch_all_once():
+def patch_process():
     """``gevent.monkey.patch_all()``, with one scan of installed entry points instead of 25; then the above.
+
+    Called once, in the main thread, before user code runs.
 
     gevent asks ``importlib.metadata.entry_points`` for its plugins before
     patching each module; every call re-reads the metadata of every installed
@@ -60,15 +71,29 @@ def patch_all_once():
         monkey.patch_all()
     finally:
         metadata.entry_points = original
-    os.system = system
+    os.system = _cooperative_system(os.system)
     _patch_multiprocessing(os.getpid())
 
 
-def system(command):
-    """Execute *command* in a subshell, waited for by gevent's hub (``os.system`` in a kernel process)."""
+def _cooperative_system(blocking_system):
+    """``os.system`` waited for by the main thread's hub; *blocking_system* where there is none to wait with."""
+    import gevent
+    from gevent.monkey import get_original
+
     from .system import run_inherited
 
-    return run_inherited(command)
+    thread_id = get_original("_thread", "get_ident")
+    main_thread = thread_id()
+
+    def system(command):
+        """Execute *command* in a subshell and return its wait status (cooperative: see gkernel.patching)."""
+        # An OS thread (a C library's, or one started with gevent's original _thread) has no hub that
+        # reaps children, and the hub itself cannot wait.
+        if thread_id() != main_thread or gevent.getcurrent() is gevent.get_hub():
+            return blocking_system(command)
+        return run_inherited(command)
+
+    return system
 
 
 def _patch_multiprocessing(kernel_pid):
@@ -92,19 +117,23 @@ def _patch_multiprocessing(kernel_pid):
     # Both also serve descriptors that are non-blocking: a socket gevent made (Manager's connections)
     # stays non-blocking after detach(), where the stock loops failed with EAGAIN, in any process.
     def _send(self, buf):
+        fd = self._handle
+        # A writable blocking pipe has room for PIPE_BUF bytes, and a write of more may block: it gets
+        # that much at a time. Anything else gets all that is left at once: a non-blocking descriptor
+        # takes what fits, and small writes to a TCP socket would meet Nagle's delay (CPython #20540).
+        step = select.PIPE_BUF if os.get_blocking(fd) and stat.S_ISFIFO(os.fstat(fd).st_mode) else len(buf)
         view = memoryview(buf)
         while view:
-            wait(self._handle, select.POLLOUT)
+            wait(fd, select.POLLOUT)
             try:
-                # Writable means room for PIPE_BUF bytes (a pipe) or more (a socket): this does not block.
-                view = view[os.write(self._handle, view[:select.PIPE_BUF]):]
+                view = view[os.write(fd, view[:step]):]
             except BlockingIOError:
                 pass
 
     def _recv(self, size):
         buf = io.BytesIO()
         remaining = size
-        while remaining:
+        while remaining > 0:
             wait(self._handle, select.POLLIN)
             try:
                 chunk = os.read(self._handle, remaining)
@@ -119,22 +148,29 @@ def _patch_multiprocessing(kernel_pid):
         return buf
 
     def acquire(semlock, block=True, timeout=None):
-        if os.getpid() != kernel_pid:
-            return semlock.acquire(block, timeout)
         if semlock.acquire(False):
             return True
         if not block:
             return False
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0)
+        in_kernel = os.getpid() == kernel_pid
         nap = 0.0005
         while True:
             left = None if deadline is None else deadline - time.monotonic()
-            gevent.sleep(nap if left is None else max(min(nap, left), 0))
-            if semlock.acquire(False):
-                return True
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            nap = min(nap * 2, SEMAPHORE_POLL_MAX)
+            if left is not None and left <= 0:
+                return semlock.acquire(False)
+            if in_kernel:
+                # The hub stays free for every kernel of the process; a release is seen after the nap.
+                gevent.sleep(nap if left is None else min(nap, left))
+                nap = min(nap * 2, SEMAPHORE_POLL_MAX)
+                if semlock.acquire(False):
+                    return True
+            else:
+                # A forked child (a Pool's worker) waits in sem_wait, so a semaphore handed between
+                # workers is taken at once, in slices, letting its other greenlets run in between.
+                if semlock.acquire(True, FORKED_SLICE if left is None else min(FORKED_SLICE, left)):
+                    return True
+                gevent.sleep(0.0001)
 
     blocking_make_methods = synchronize.SemLock._make_methods
 

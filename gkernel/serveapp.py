@@ -21,7 +21,7 @@ from ._limits import raise_limits
 from .host import KernelHost
 from .kernel import Kernel
 from .kernelapp import ShellConfigHelp, load_jupyter_config
-from .patching import patch_all_once
+from .patching import patch_process
 
 __all__ = ["ServeApp", "StopApp"]
 
@@ -95,7 +95,7 @@ class ServeApp(ShellConfigHelp, Application):
             return
         load_jupyter_config(self)
         if self.monkey_patch:
-            patch_all_once()
+            patch_process()
 
     def start(self):
         if self.subapp is not None:

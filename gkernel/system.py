@@ -29,6 +29,7 @@ import termios
 
 import gevent
 from gevent import subprocess as green_subprocess
+from gevent.event import AsyncResult
 from gevent.os import make_nonblocking, nb_read
 
 __all__ = ["run_streaming", "run_capture", "run_inherited"]
@@ -70,17 +71,43 @@ def run_capture(cmd):
 
 
 def run_inherited(cmd):
-    """Run shell command *cmd* as C's ``system()`` does; return its wait status, as ``os.system`` does.
+    """Run shell command *cmd* as C's ``system()`` does; return its raw wait status, as ``os.system`` does.
 
-    The command inherits stdin, stdout, stderr and every inheritable
-    descriptor, like ``system()``'s. Unlike it, the command gets a session of
-    its own: an interrupt reaches it through the waiting greenlet, as for
+    The command inherits stdin, stdout, stderr, every inheritable descriptor
+    and the signal dispositions, like ``system()``'s, and is started the way
+    glibc starts it (``posix_spawn``: no copy of the kernel's memory, none of
+    the fork hooks a Python fork runs). Unlike it, the command gets a session
+    of its own: an interrupt reaches it through the waiting greenlet, as for
     ``!cmd``, whether it came as a signal or as an ``interrupt_request``.
     """
-    proc = green_subprocess.Popen(cmd, shell=True, executable=_SHELL, close_fds=False, start_new_session=True)
-    with _ended_on_error(proc):
-        code = proc.wait()
-    return code << 8 if code >= 0 else -code
+    child = _Spawned([_SHELL, "-c", os.fspath(cmd)])
+    with _ended_on_error(child):
+        return child.wait()
+
+
+class _Spawned:
+    """A process started by ``posix_spawn`` in a session of its own, its end watched by the hub."""
+
+    def __init__(self, argv):
+        loop = gevent.get_hub().loop
+        loop.install_sigchld()  # as gevent.subprocess does before it forks
+        self.pid = os.posix_spawn(argv[0], argv, os.environ, setsid=True)
+        # Watched before the hub runs again: the hub reaps every child that ends (libev's SIGCHLD
+        # handler), and the status of a child nobody watches is lost.
+        self._status = AsyncResult()
+        self._watcher = loop.child(self.pid, False)
+        self._watcher.start(self._ended)
+
+    def _ended(self):
+        self._watcher.stop()
+        self._status.set(self._watcher.rstatus)
+
+    def poll(self):
+        """The raw wait status, or None while the process runs (as ``Popen.poll``)."""
+        return self._status.get() if self._status.ready() else None
+
+    def wait(self):
+        return self._status.get()
 
 
 def _pump(fd, write):
@@ -101,7 +128,7 @@ def _pump(fd, write):
 
 
 class _ended_on_error:
-    """On an exception (an interrupt, a kill), end the command's process group too."""
+    """On an exception (an interrupt, a kill), end the command's process group too (a Popen or a _Spawned)."""
 
     def __init__(self, proc):
         self.proc = proc

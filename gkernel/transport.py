@@ -77,9 +77,9 @@ def new_curve_keys():
 
 
 #: what a process warns (once) when it serves TCP channels without CurveZMQ
-PLAINTEXT_WARNING = ("the channels are not encrypted: code and output travel over TCP as plain text (signed, "
-                     "so they cannot be forged, but readable by whoever can watch the traffic). To encrypt them, "
-                     "start kernels with jupyter_client's KernelManager(transport_encryption='auto')")
+PLAINTEXT_WARNING = ("the channels are not encrypted: code and output travel over TCP as plain text, readable by "
+                     "whoever can watch the traffic. To encrypt them, start kernels with jupyter_client 8.9+'s "
+                     "KernelManager(transport_encryption='auto')")
 
 
 def _endpoint(transport, ip, port):

@@ -7,7 +7,7 @@ import time
 import pytest
 import zmq
 
-from conftest import collect_iopub, execute, get_reply, outputs, plain, result_of, start_kernel
+from conftest import collect_iopub, execute, get_reply, outputs, plain, result_of, start_kernel, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -53,6 +53,27 @@ def test_interrupt_reaches_the_cell(kernel, mode, kind):
     collect_iopub(kc, queued)
     # Background greenlets go on, and the kernel answers as before.
     assert result_of(kc, "n = len(beats)\ngevent.sleep(0.1)\nlen(beats) > n and not beater.dead") == "True"
+
+
+def test_an_interrupted_os_system_ends_its_command(kernel, tmp_path):
+    # The command runs in a session of its own: the interrupt reaches it through the waiting greenlet.
+    km, kc = kernel
+    pidfile = tmp_path / "pid"
+    cell = kc.execute(f"import os\nos.system('echo $$ > {pidfile}; sleep 30; echo never')")
+    assert wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), timeout=10)
+    group = int(pidfile.read_text())
+    interrupt(km, kc, "message")
+    assert get_reply(kc, cell, timeout=5)["content"]["ename"] == "KeyboardInterrupt"
+
+    def ended():
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    assert wait_for(ended, timeout=3), "the command's process group outlived the interrupt"
+    assert "never" not in "".join(c["text"] for c in outputs(collect_iopub(kc, cell)))
 
 
 @pytest.mark.parametrize("mode", ["signal", "message"])

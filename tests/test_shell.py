@@ -330,6 +330,19 @@ def test_await_and_shell_commands_let_greenlets_run(gk):
     ok(gk, "ticker.kill()")
 
 
+def test_os_system_in_an_os_thread_waits_in_that_thread(gk):
+    # Only the main thread's hub reaps children: a real thread gets the blocking system().
+    assert stdout_of(ok(gk, "import os\n"
+                            "from gevent.monkey import get_original\n"
+                            "start_thread, new_lock = get_original('_thread', ['start_new_thread', 'allocate_lock'])\n"
+                            "statuses, done = [], new_lock()\n"
+                            "done.acquire()\n"
+                            "start_thread(lambda: (statuses.append(os.system('echo from the thread; exit 4')),"
+                            " done.release()), ())\n"
+                            "done.acquire()\n"
+                            "print(statuses)")[1]) == "from the thread\n[1024]\n"
+
+
 def test_clear_magic_clears_the_cell(gk):
     """ipykernel's %clear clears a terminal (qtconsole); in a notebook it means the cell's output."""
     _, msgs = ok(gk, "print('gone')\n%clear")
