@@ -3,7 +3,8 @@
 IPython runs ``!cmd`` through pexpect and ``x = !cmd`` through
 ``subprocess``; both block the calling OS thread unless the standard library
 is monkey-patched, and a kernel thread then stalls every greenlet. Here the
-command runs under ``gevent.subprocess`` and its output is read by the hub:
+command runs under ``gevent.subprocess`` (``os.system``'s: ``posix_spawn``) and
+the hub waits for it and reads its output:
 
 * :func:`run_streaming` gives the command a pseudo-terminal for stdout and
   stderr, as pexpect does, so programs line-buffer, keep their colours and
