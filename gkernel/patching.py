@@ -97,11 +97,13 @@ def _cooperative_system(blocking_system):
 
 
 def _patch_multiprocessing(kernel_pid):
-    """Cooperative ``Connection`` reads and writes, and ``SemLock`` acquires in process *kernel_pid*."""
-    from multiprocessing import connection, synchronize
+    """Cooperative ``Connection`` reads and writes, ``SemLock`` acquires in process *kernel_pid*, and
+    spawned children (spawn and forkserver start methods) watched by the hub."""
+    from multiprocessing import connection, synchronize, util
 
     import gevent
     from gevent.monkey import get_original
+    from gevent.os import _watch_child as watch_child  # what gevent.os.fork_and_watch registers children with
     from gevent.socket import wait_read, wait_write
 
     native_poll = get_original("select", "poll")
@@ -179,7 +181,19 @@ def _patch_multiprocessing(kernel_pid):
         semlock = self._semlock
         self.acquire = lambda block=True, timeout=None: acquire(semlock, block, timeout)
 
+    blocking_spawnv_passfds = util.spawnv_passfds
+
+    def spawnv_passfds(path, args, passfds):
+        gevent.get_hub().loop.install_sigchld()  # before the child can end (see gkernel.system._Spawned)
+        pid = blocking_spawnv_passfds(path, args, passfds)
+        # As gevent's own fork and posix_spawn do, before the hub runs again: once any child is watched,
+        # libev's SIGCHLD handler reaps every child that ends, and only a watched child's status reaches
+        # os.waitpid (a spawned worker stayed "alive" forever, and Pool.terminate left it behind).
+        watch_child(pid)
+        return pid
+
     connection.Connection._send = _send
     connection.Connection._recv = _recv
+    util.spawnv_passfds = spawnv_passfds
     synchronize.SemLock._make_methods = _make_methods
     synchronize.SemLock.__enter__ = lambda self: self.acquire()

@@ -29,8 +29,8 @@ import subprocess
 import termios
 
 import gevent
+from gevent import os as green_os
 from gevent import subprocess as green_subprocess
-from gevent.event import AsyncResult
 from gevent.os import make_nonblocking, nb_read
 
 __all__ = ["run_streaming", "run_capture", "run_inherited"]
@@ -87,28 +87,31 @@ def run_inherited(cmd):
 
 
 class _Spawned:
-    """A process started by ``posix_spawn`` in a session of its own, its end watched by the hub."""
+    """A process started by ``posix_spawn`` in a session of its own, waited for through the hub.
+
+    gevent's ``posix_spawn`` watches the child before the hub runs again, so
+    its ``waitpid`` has the status even after libev's SIGCHLD handler reaped it.
+    """
 
     def __init__(self, argv):
-        loop = gevent.get_hub().loop
-        loop.install_sigchld()  # as gevent.subprocess does before it forks
-        self.pid = os.posix_spawn(argv[0], argv, os.environ, setsid=True)
-        # Watched before the hub runs again: the hub reaps every child that ends (libev's SIGCHLD
-        # handler), and the status of a child nobody watches is lost.
-        self._status = AsyncResult()
-        self._watcher = loop.child(self.pid, False)
-        self._watcher.start(self._ended)
-
-    def _ended(self):
-        self._watcher.stop()
-        self._status.set(self._watcher.rstatus)
+        # The handler first, as gevent.subprocess does: a child that ends before it is installed is
+        # never reported, and its waitpid would wait forever.
+        gevent.get_hub().loop.install_sigchld()
+        self.pid = green_os.posix_spawn(argv[0], argv, os.environ, setsid=True)
+        self._status = None
 
     def poll(self):
         """The raw wait status, or None while the process runs (as ``Popen.poll``)."""
-        return self._status.get() if self._status.ready() else None
+        if self._status is None:
+            pid, status = green_os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self._status = status
+        return self._status
 
     def wait(self):
-        return self._status.get()
+        if self._status is None:
+            self._status = green_os.waitpid(self.pid, 0)[1]
+        return self._status
 
 
 def _pump(fd, write):
