@@ -12,7 +12,6 @@ import sys
 from time import monotonic
 
 import gevent
-import nbformat
 from gevent.pool import Pool
 from jupyter_client.kernelspec import NATIVE_KERNEL_NAME
 from traitlets import Bool, Float, Integer, Unicode
@@ -21,7 +20,6 @@ from traitlets.config import Application
 from . import __version__
 from ._limits import raise_limits
 from .client.kernelclient import shared_context
-from .client.notebook import NotebookRunner, RunFailed
 
 __all__ = ["RunApp"]
 
@@ -113,6 +111,8 @@ class RunApp(Application):
 
     def _run_one(self, source, destination):
         """Run one notebook and save it if asked; returns None, or why it failed."""
+        nbformat = _nbformat()
+        from .client.notebook import NotebookRunner, RunFailed
 
         def progress(text):
             print(f"{source} {text}", file=sys.stderr, flush=True)
@@ -142,3 +142,19 @@ class RunApp(Application):
         outcome = f"FAILED ({error})" if error else "done"
         progress(f"{outcome} in {monotonic() - started:.2f}s, {saved}")
         return error
+
+
+def _nbformat():
+    """``nbformat``, imported when a notebook is read, without jsonschema's IRI format checker.
+
+    nbformat imports jsonschema, and jsonschema imports rfc3987-syntax where it
+    is installed (jupyter_server's dependencies bring it) to check the ``iri``
+    format; that import builds a grammar and took 3 s here, at every ``gkernel
+    run`` (python-jsonschema/jsonschema#1392). Nothing in this process checks
+    formats, and jsonschema goes without that checker when the module cannot
+    be imported; a usage error or ``--help`` does not import nbformat at all.
+    """
+    sys.modules.setdefault("rfc3987_syntax", None)
+    import nbformat
+
+    return nbformat

@@ -3,6 +3,7 @@
 import os
 import re
 import subprocess
+import sys
 import time
 
 import nbformat
@@ -173,6 +174,22 @@ def test_usage_errors(tmp_path, args, message):
     done = run(*args, cwd=tmp_path)
     assert done.returncode == 2
     assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_what_a_run_imports(tmp_path):
+    # nbformat only once a notebook is read, and then without rfc3987-syntax, installed here with
+    # jupyter_server, whose import took 3 s (gkernel.runapp._nbformat).
+    def imports(*args):
+        done = subprocess.run([sys.executable, "-X", "importtime", GKERNEL, "run", *args], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=100)
+        return {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+
+    assert "lark" in subprocess.run([sys.executable, "-c", "import rfc3987_syntax, sys; print(*sys.modules)"],
+                                    capture_output=True, text=True, timeout=60).stdout.split()
+    assert "nbformat" not in imports()
+    notebook = write(tmp_path / "n.ipynb", new_notebook(cells=[new_code_cell("1 + 1")]))
+    ran = imports(notebook, "--kernel", KERNEL_NAME)
+    assert "nbformat" in ran and "jsonschema" in ran and "lark" not in ran  # rfc3987-syntax's parser
 
 
 def test_help_explains():
