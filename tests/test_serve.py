@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import GKERNEL, SERVE_KERNEL_NAME, Host, collect_iopub, execute, get_reply, outputs, result_of, wait_for
+from conftest import GKERNEL, SERVE_KERNEL_NAME, Host, collect_iopub, execute, get_reply, outputs, ready, result_of, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -336,8 +336,7 @@ def test_100_kernels_through_the_api(host):
             kc.load_connection_info(kernel["connection"])
             kc.start_channels(hb=False)
             clients.append(kc)
-        for kc in clients:
-            kc.wait_for_ready(timeout=60)
+        ready(*clients)
         assert len(host.api.list()) == 100
         elapsed = _run_everywhere(clients)
         assert elapsed < 30, f"100 half-second cells took {elapsed:.1f} s: not concurrent"
@@ -364,8 +363,7 @@ def test_50_kernels_through_the_provisioner():
             kc = km.client()
             kc.start_channels(hb=False)
             clients.append(kc)
-        for kc in clients:
-            kc.wait_for_ready(timeout=60)
+        ready(*clients)
         assert len({km.provisioner.kernel_id_in_host for km in managers}) == 50
         _run_everywhere(clients)
     finally:
