@@ -49,6 +49,11 @@ def mp_kernel(request, tmp_path_factory):
     stop_kernel(km, kc)
 
 
+def printed(kc, code):
+    """What *code* printed to stdout; it must succeed."""
+    return stdout_of(ok(kc, code))
+
+
 def ok(kc, code):
     reply, msgs = execute(kc, code)
     assert reply["content"]["status"] == "ok", plain("".join(reply["content"].get("traceback", [])))
@@ -59,13 +64,13 @@ def ok(kc, code):
 def test_pool_maps_while_the_hub_runs(mp_kernel, method):
     km, kc = mp_kernel
     started = time.monotonic()
-    text = stdout_of(ok(kc, f"with mp.get_context({method!r}).Pool(2) as pool:\n"
+    text = printed(kc, f"with mp.get_context({method!r}).Pool(2) as pool:\n"
                             "    print('sum', sum(pool.map(mpwork.square, range(1000))))\n"
                             "    print('pids', len(set(pool.map(mpwork.shout, range(4)))) in (1, 2))\n"
                             "    before = len(ticks)\n"
                             "    pool.apply_async(time.sleep, (1,)).get(timeout=10)\n"
                             "    print('ticks while waiting', len(ticks) - before >= 10)\n"
-                            "    print('unordered', sorted(pool.imap_unordered(abs, range(-5, 0))))\n"))
+                            "    print('unordered', sorted(pool.imap_unordered(abs, range(-5, 0))))\n")
     lines = text.splitlines()
     assert [line for line in lines if "worker" not in line] == [
         "sum 332833500", "pids True", "ticks while waiting True", "unordered [1, 2, 3, 4, 5]"]
@@ -76,20 +81,20 @@ def test_pool_maps_while_the_hub_runs(mp_kernel, method):
         assert sorted(line for line in lines if "worker" in line) == [f"worker {x}" for x in range(4)]
     assert time.monotonic() - started < 30
     # close() and join() instead of the context manager's terminate()
-    assert stdout_of(ok(kc, f"pool = mp.get_context({method!r}).Pool(2)\nprint(pool.map(abs, [-1, -2]))\n"
-                            "pool.close()\npool.join()\nprint(mp.active_children())")) == "[1, 2]\n[]\n"
+    assert printed(kc, f"pool = mp.get_context({method!r}).Pool(2)\nprint(pool.map(abs, [-1, -2]))\n"
+                            "pool.close()\npool.join()\nprint(mp.active_children())") == "[1, 2]\n[]\n"
 
 
 def test_a_cells_own_function_in_a_forked_pool(mp_kernel):
     _, kc = mp_kernel
-    assert stdout_of(ok(kc, "def negate(x):\n    return -x\n"
-                            "with mp.get_context('fork').Pool(2) as pool:\n    print(pool.map(negate, range(4)))")) \
+    assert printed(kc, "def negate(x):\n    return -x\n"
+                            "with mp.get_context('fork').Pool(2) as pool:\n    print(pool.map(negate, range(4)))") \
         == "[0, -1, -2, -3]\n"
 
 
 def test_queue_manager_and_process_pool_executor(mp_kernel):
     _, kc = mp_kernel
-    text = stdout_of(ok(kc, "import queue\n"
+    text = printed(kc, "import queue\n"
                             "q = mp.Queue()\n"
                             "child = mp.Process(target=q.put, args=(b'y' * 1_000_000,))\n"
                             "child.start()\n"
@@ -105,14 +110,14 @@ def test_queue_manager_and_process_pool_executor(mp_kernel):
                             "    print(dict(shared))\n"
                             "from concurrent.futures import ProcessPoolExecutor\n"
                             "with ProcessPoolExecutor(2) as executor:\n"
-                            "    print(list(executor.map(mpwork.square, range(5))))"))
+                            "    print(list(executor.map(mpwork.square, range(5))))")
     assert text == "1000000\nexit code 0\nempty after 0.3 s True\n{'a': 1}\n[0, 1, 4, 9, 16]\n"
 
 
 def test_a_lock_held_by_a_greenlet_is_waited_for_cooperatively(mp_kernel):
     # Stock: the waiting greenlet blocks the process in sem_wait, the holder never runs again: a hang.
     _, kc = mp_kernel
-    text = stdout_of(ok(kc, "lock = mp.Lock()\n"
+    text = printed(kc, "lock = mp.Lock()\n"
                             "def hold():\n"
                             "    global released\n"
                             "    with lock:\n        gevent.sleep(0.3)\n"
@@ -121,7 +126,7 @@ def test_a_lock_held_by_a_greenlet_is_waited_for_cooperatively(mp_kernel):
                             "gevent.sleep(0.05)\n"
                             "started = time.monotonic()\n"
                             "print(lock.acquire(timeout=0.1), 0.1 <= time.monotonic() - started < 0.3)\n"
-                            "with lock:\n    print('taken after the release', 0 <= time.monotonic() - released < 0.1)"))
+                            "with lock:\n    print('taken after the release', 0 <= time.monotonic() - released < 0.1)")
     assert text == "False True\ntaken after the release True\n"
 
 
@@ -130,7 +135,7 @@ def test_a_pool_in_a_forked_child_and_a_tcp_connection(mp_kernel):
     # A TCP connection gets each message in one write: in PIPE_BUF pieces Nagle's delay made a 16 KB
     # round trip take 88 ms.
     _, kc = mp_kernel
-    text = stdout_of(ok(kc, "def child():\n"
+    text = printed(kc, "def child():\n"
                             "    with mp.get_context('fork').Pool(2) as pool:\n"
                             "        print('child pool', sum(pool.map(mpwork.square, range(100))), flush=True)\n"
                             "process = mp.get_context('fork').Process(target=child)\n"
@@ -149,7 +154,7 @@ def test_a_pool_in_a_forked_child_and_a_tcp_connection(mp_kernel):
                             "        for _ in range(10):\n"
                             "            client.send_bytes(b'x' * 16384)\n"
                             "            assert client.recv_bytes() == b'x' * 16384\n"
-                            "        print('10 round trips within 0.3 s', time.monotonic() - started < 0.3)"))
+                            "        print('10 round trips within 0.3 s', time.monotonic() - started < 0.3)")
     assert text == "child pool 328350\nexit code 0\n10 round trips within 0.3 s True\n"
 
 
@@ -157,14 +162,14 @@ def test_a_spawned_process_reaped_by_the_hub_has_its_exit_code(mp_kernel):
     # Once any child is watched (os.system's is), libev's SIGCHLD handler reaps every child that ends;
     # a spawned one stayed "alive" for multiprocessing, with no exit code, and pools left such workers behind.
     _, kc = mp_kernel
-    text = stdout_of(ok(kc, "from multiprocessing.connection import wait\n"
+    text = printed(kc, "from multiprocessing.connection import wait\n"
                             "os.system('true')\n"
                             "process = mp.get_context('spawn').Process(target=os.getpid)\n"
                             "process.start()\n"
                             "print(wait([process.sentinel], 20) != [])\n"
                             "gevent.sleep(0.2)  # the hub handles the SIGCHLD\n"
                             "process.join(5)\n"
-                            "print(process.exitcode, mp.active_children())"))
+                            "print(process.exitcode, mp.active_children())")
     assert text == "True\n0 []\n"
 
 
@@ -180,5 +185,5 @@ def test_an_interrupt_ends_a_pools_map(mp_kernel):
     reply = get_reply(kc, msg_id, timeout=10)
     assert reply["content"]["ename"] == "KeyboardInterrupt"
     assert time.monotonic() - started < 3
-    assert stdout_of(ok(kc, "print(mp.active_children())")) == "[]\n"
+    assert printed(kc, "print(mp.active_children())") == "[]\n"
     assert outputs(ok(kc, "len(ticks) > 0"), "execute_result")[0]["data"]["text/plain"] == "True"
