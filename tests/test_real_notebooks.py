@@ -13,7 +13,6 @@ names), and the widget state nbclient saves is the same.
 import json
 import pathlib
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 
 import nbformat
 import pytest
@@ -95,11 +94,8 @@ def run(path, kernel_name, workdir):
 
 @pytest.mark.parametrize("path", list(notebooks()))
 def test_cells_that_work_under_ipykernel_work_under_gkernel(path, tmp_path):
-    # Both kernels at once, each in a copy of the folder: they mostly wait, and the suite has a time budget.
-    with ThreadPoolExecutor(2) as pool:
-        theirs = pool.submit(run, path, "python3", tmp_path / "ipykernel")
-        mine = pool.submit(run, path, KERNEL_NAME, tmp_path / "gkernel")
-        (reference, reference_widgets), (ours, our_widgets) = theirs.result(), mine.result()
+    reference, reference_widgets = run(path, "python3", tmp_path / "ipykernel")
+    ours, our_widgets = run(path, KERNEL_NAME, tmp_path / "gkernel")
     differences = [(n, theirs, mine) for n, (theirs, mine) in enumerate(zip(reference, ours))
                    if not theirs[0] and theirs != mine]
     assert not differences, "cells (index, ipykernel, gkernel) that differ: " + repr(differences)
